@@ -1,0 +1,399 @@
+"""Whisper's building blocks: position tables, tied embedding, attention and blocks.
+
+Every layer here is written with `keras.ops` and `keras.layers` only, so it runs
+on JAX, PyTorch and TensorFlow. Attention layers work on whole sequences (the
+functional model, training) and on one decoding step at a time with an explicit
+key/value cache: a plain tensor that is passed in and returned, preallocated to
+its maximum length and updated in place with `keras.ops.slice_update`.
+
+Cache layout (one tensor per decoder stack):
+
+- self-attention: `(num_layers, 2, batch, num_heads, max_length, head_dim)`,
+  `[:, 0]` keys and `[:, 1]` values;
+- cross-attention: `(num_layers, 2, batch, num_heads, encoder_length, head_dim)`,
+  computed once per audio window.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+# Replaces the float32 attention scores of masked positions. Like keras-hub, a
+# row whose keys are all masked ends up with uniform weights. Masks travel as
+# booleans (never autocast to half precision) and meet the scores in float32.
+MASK_VALUE = -1e9
+
+
+def whisper_kernel_initializer(stddev: float = 0.02) -> keras.initializers.Initializer:
+    """The initializer of every dense kernel and embedding table."""
+    return keras.initializers.TruncatedNormal(stddev=stddev)
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> np.ndarray:
+    """Whisper's fixed sinusoidal position table, `(length, channels)` float32.
+
+    The first half of the channels holds sines, the second half cosines, with
+    timescales spaced geometrically from 1 to `max_timescale`.
+
+    Args:
+        length: int. Number of positions.
+        channels: int. Width of the table; must be even.
+        max_timescale: float. The longest timescale.
+    """
+    if channels % 2:
+        raise ValueError(f"`channels` must be even for sinusoids, got {channels}.")
+    half = channels // 2
+    increment = math.log(max_timescale) / max(half - 1, 1)
+    inv_timescales = np.exp(-increment * np.arange(half, dtype=np.float64))
+    scaled = np.arange(length, dtype=np.float64)[:, None] * inv_timescales[None, :]
+    return np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1).astype("float32")
+
+
+@keras.saving.register_keras_serializable(package="keras_whisper")
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a position table to a sequence, starting at a given position.
+
+    Args:
+        sequence_length: int. Number of rows of the table (the longest sequence).
+        sinusoidal: bool. If `True`, the table is Whisper's fixed sinusoid table
+            and is not trainable (the encoder). Otherwise it is learned (the
+            decoder) and initialised with a truncated normal.
+        **kwargs: other keyword arguments of `keras.layers.Layer`.
+    """
+
+    def __init__(self, sequence_length: int, sinusoidal: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.sequence_length = int(sequence_length)
+        self.sinusoidal = bool(sinusoidal)
+
+    def build(self, input_shape):
+        hidden_dim = input_shape[-1]
+        if self.sinusoidal:
+            initializer = keras.initializers.Constant(sinusoids(self.sequence_length, hidden_dim))
+        else:
+            initializer = whisper_kernel_initializer()
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.sequence_length, hidden_dim),
+            initializer=initializer,
+            trainable=not self.sinusoidal,
+        )
+        if self.sinusoidal:
+            # A fixed table: it never trains, even if the layer is set trainable.
+            self.embeddings.trainable = False
+        self.built = True
+
+    def call(self, inputs, start_index=0):
+        length = ops.shape(inputs)[1]
+        table = ops.convert_to_tensor(self.embeddings)
+        positions = ops.slice(table, (start_index, 0), (length, ops.shape(inputs)[-1]))
+        return inputs + ops.cast(positions, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"sequence_length": self.sequence_length, "sinusoidal": self.sinusoidal})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_whisper")
+class TokenEmbedding(keras.layers.Embedding):
+    """A token embedding that doubles as the tied output projection.
+
+    `layer(ids)` looks tokens up; `layer(hidden, reverse=True)` multiplies by the
+    transposed table, giving float32 logits (Whisper has no output bias).
+    """
+
+    def call(self, inputs, reverse=False):
+        if reverse:
+            table = ops.cast(self.embeddings, self.compute_dtype)
+            logits = ops.matmul(inputs, ops.transpose(table))
+            return ops.cast(logits, "float32")
+        return super().call(inputs)
+
+    def compute_output_shape(self, input_shape, reverse=False):
+        if reverse:
+            return tuple(input_shape[:-1]) + (self.input_dim,)
+        return super().compute_output_shape(input_shape)
+
+    def compute_output_spec(self, inputs, reverse=False):
+        if reverse:
+            shape = tuple(inputs.shape[:-1]) + (self.input_dim,)
+            return keras.KerasTensor(shape, dtype="float32")
+        return super().compute_output_spec(inputs)
+
+
+@keras.saving.register_keras_serializable(package="keras_whisper")
+class CausalPaddingMask(keras.layers.Layer):
+    """The decoder's self-attention bias from a `(batch, T)` key padding mask.
+
+    Position `i` may attend to key `j` when `j <= i` and `padding_mask[j]` is
+    set. Returns a boolean mask `(batch, 1, T, T)`, `True` where allowed.
+    """
+
+    def call(self, padding_mask):
+        length = ops.shape(padding_mask)[1]
+        positions = ops.arange(length)
+        causal = positions[None, :] <= positions[:, None]
+        keys = ops.cast(padding_mask, "bool")[:, None, None, :]
+        return ops.logical_and(causal[None, None, :, :], keys)
+
+    def compute_output_spec(self, padding_mask):
+        batch, length = padding_mask.shape
+        return keras.KerasTensor((batch, 1, length, length), dtype="bool")
+
+
+def _split_heads(x, num_heads):
+    """`(batch, length, heads * head_dim)` -> `(batch, heads, length, head_dim)`."""
+    batch, length = ops.shape(x)[0], ops.shape(x)[1]
+    x = ops.reshape(x, (batch, length, num_heads, -1))
+    return ops.transpose(x, (0, 2, 1, 3))
+
+
+def _merge_heads(x):
+    """`(batch, heads, length, head_dim)` -> `(batch, length, heads * head_dim)`."""
+    x = ops.transpose(x, (0, 2, 1, 3))
+    batch, length = ops.shape(x)[0], ops.shape(x)[1]
+    return ops.reshape(x, (batch, length, -1))
+
+
+@keras.saving.register_keras_serializable(package="keras_whisper")
+class WhisperAttention(keras.layers.Layer):
+    """Multi-head attention as Whisper has it: no bias on the key projection.
+
+    Scores are scaled by `head_dim ** -0.5` and the softmax runs in float32
+    whatever the dtype policy.
+
+    Args:
+        num_heads: int. Number of attention heads.
+        hidden_dim: int. Width of the inputs and outputs; divisible by `num_heads`.
+        dropout: float. Dropout on the attention probabilities (training only).
+        **kwargs: other keyword arguments of `keras.layers.Layer`.
+    """
+
+    def __init__(self, num_heads: int, hidden_dim: int, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self.hidden_dim = int(hidden_dim)
+        self.head_dim = self.hidden_dim // self.num_heads
+        self.dropout = float(dropout)
+        dense = dict(kernel_initializer=whisper_kernel_initializer(), dtype=self.dtype_policy)
+        self.query = keras.layers.Dense(hidden_dim, name="query", **dense)
+        self.key = keras.layers.Dense(hidden_dim, use_bias=False, name="key", **dense)
+        self.value = keras.layers.Dense(hidden_dim, name="value", **dense)
+        self.attention_output = keras.layers.Dense(hidden_dim, name="attention_output", **dense)
+        self.probability_dropout = keras.layers.Dropout(
+            dropout, dtype=self.dtype_policy, name="probability_dropout"
+        )
+
+    def build(self, query_shape, key_value_shape=None):
+        key_value_shape = query_shape if key_value_shape is None else key_value_shape
+        self.query.build(query_shape)
+        self.key.build(key_value_shape)
+        self.value.build(key_value_shape)
+        self.attention_output.build(query_shape)
+        self.built = True
+
+    def project_key_value(self, inputs):
+        """Keys and values of `inputs`, each `(batch, heads, length, head_dim)`."""
+        return (
+            _split_heads(self.key(inputs), self.num_heads),
+            _split_heads(self.value(inputs), self.num_heads),
+        )
+
+    def attend(self, query_inputs, keys, values, mask=None, training=None):
+        """Attention of projected `query_inputs` over already projected keys/values.
+
+        Args:
+            query_inputs: `(batch, length, hidden_dim)` un-projected queries.
+            keys, values: `(batch, heads, key_length, head_dim)`.
+            mask: optional boolean mask broadcastable to
+                `(batch, heads, length, key_length)`, `True` where allowed.
+        """
+        query = _split_heads(self.query(query_inputs), self.num_heads)
+        query = query * ops.cast(self.head_dim**-0.5, query.dtype)
+        scores = ops.matmul(query, ops.swapaxes(keys, -1, -2))
+        scores = ops.cast(scores, "float32")
+        if mask is not None:
+            scores = ops.where(mask, scores, MASK_VALUE)
+        weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
+        weights = self.probability_dropout(weights, training=training)
+        context = _merge_heads(ops.matmul(weights, values))
+        return self.attention_output(context)
+
+    def call(self, query, key_value=None, mask=None, training=None):
+        keys, values = self.project_key_value(query if key_value is None else key_value)
+        return self.attend(query, keys, values, mask=mask, training=training)
+
+    def compute_output_shape(self, query_shape, key_value_shape=None):
+        return query_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"num_heads": self.num_heads, "hidden_dim": self.hidden_dim, "dropout": self.dropout}
+        )
+        return config
+
+
+class _Block(keras.layers.Layer):
+    """Shared parts of the pre-LayerNorm encoder and decoder blocks."""
+
+    def __init__(
+        self,
+        num_heads: int,
+        hidden_dim: int,
+        intermediate_dim: int,
+        dropout: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self.hidden_dim = int(hidden_dim)
+        self.intermediate_dim = int(intermediate_dim)
+        self.dropout = float(dropout)
+        policy = self.dtype_policy
+        self.self_attention = WhisperAttention(
+            num_heads, hidden_dim, dropout, dtype=policy, name="self_attention"
+        )
+        self.self_attention_layer_norm = keras.layers.LayerNormalization(
+            epsilon=1e-5, dtype=policy, name="self_attention_layer_norm"
+        )
+        self.feedforward_layer_norm = keras.layers.LayerNormalization(
+            epsilon=1e-5, dtype=policy, name="feedforward_layer_norm"
+        )
+        dense = dict(kernel_initializer=whisper_kernel_initializer(), dtype=policy)
+        self.feedforward_intermediate_dense = keras.layers.Dense(
+            intermediate_dim, name="feedforward_intermediate_dense", **dense
+        )
+        self.feedforward_output_dense = keras.layers.Dense(
+            hidden_dim, name="feedforward_output_dense", **dense
+        )
+        self.residual_dropout = keras.layers.Dropout(dropout, dtype=policy, name="residual_dropout")
+
+    def _feedforward(self, x, training=None):
+        h = self.feedforward_layer_norm(x)
+        h = self.feedforward_intermediate_dense(h)
+        h = keras.activations.gelu(h, approximate=False)
+        h = self.feedforward_output_dense(h)
+        return x + self.residual_dropout(h, training=training)
+
+    def compute_output_shape(self, input_shape, *args, **kwargs):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "hidden_dim": self.hidden_dim,
+                "intermediate_dim": self.intermediate_dim,
+                "dropout": self.dropout,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_whisper")
+class WhisperEncoderBlock(_Block):
+    """Pre-LN encoder block: self-attention (no mask), then a GELU MLP.
+
+    Args:
+        num_heads: int. Number of attention heads.
+        hidden_dim: int. Width of the block.
+        intermediate_dim: int. Width of the MLP's hidden layer.
+        dropout: float. Dropout rate (training only).
+    """
+
+    def build(self, input_shape):
+        self.self_attention.build(input_shape)
+        self.self_attention_layer_norm.build(input_shape)
+        self.feedforward_layer_norm.build(input_shape)
+        self.feedforward_intermediate_dense.build(input_shape)
+        self.feedforward_output_dense.build(tuple(input_shape[:-1]) + (self.intermediate_dim,))
+        self.built = True
+
+    def call(self, x, training=None):
+        h = self.self_attention(self.self_attention_layer_norm(x), training=training)
+        x = x + self.residual_dropout(h, training=training)
+        return self._feedforward(x, training=training)
+
+
+@keras.saving.register_keras_serializable(package="keras_whisper")
+class WhisperDecoderBlock(_Block):
+    """Pre-LN decoder block: causal self-attention, cross-attention, GELU MLP.
+
+    Works on whole sequences (`call`) and on decoding steps with a key/value
+    cache (`call_with_cache`).
+
+    Args:
+        num_heads: int. Number of attention heads.
+        hidden_dim: int. Width of the block.
+        intermediate_dim: int. Width of the MLP's hidden layer.
+        dropout: float. Dropout rate (training only).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        policy = self.dtype_policy
+        self.cross_attention = WhisperAttention(
+            self.num_heads, self.hidden_dim, self.dropout, dtype=policy, name="cross_attention"
+        )
+        self.cross_attention_layer_norm = keras.layers.LayerNormalization(
+            epsilon=1e-5, dtype=policy, name="cross_attention_layer_norm"
+        )
+
+    def build(self, x_shape, encoder_output_shape=None):
+        encoder_output_shape = x_shape if encoder_output_shape is None else encoder_output_shape
+        self.self_attention.build(x_shape)
+        self.self_attention_layer_norm.build(x_shape)
+        self.cross_attention.build(x_shape, encoder_output_shape)
+        self.cross_attention_layer_norm.build(x_shape)
+        self.feedforward_layer_norm.build(x_shape)
+        self.feedforward_intermediate_dense.build(x_shape)
+        self.feedforward_output_dense.build(tuple(x_shape[:-1]) + (self.intermediate_dim,))
+        self.built = True
+
+    def call(self, x, encoder_output, self_attention_mask=None, training=None):
+        h = self.self_attention(
+            self.self_attention_layer_norm(x), mask=self_attention_mask, training=training
+        )
+        x = x + self.residual_dropout(h, training=training)
+        h = self.cross_attention(
+            self.cross_attention_layer_norm(x), encoder_output, training=training
+        )
+        x = x + self.residual_dropout(h, training=training)
+        return self._feedforward(x, training=training)
+
+    def call_with_cache(self, x, self_cache, cross_cache, cache_index, self_attention_mask):
+        """One decoding step (any number of new tokens) with explicit caches.
+
+        Args:
+            x: `(batch, new_tokens, hidden_dim)`.
+            self_cache: `(2, batch, heads, max_length, head_dim)` keys and values
+                of this layer's self-attention; the new ones are written at
+                `cache_index`.
+            cross_cache: `(2, batch, heads, encoder_length, head_dim)`.
+            cache_index: int scalar, position of the first new token.
+            self_attention_mask: boolean `(batch or 1, 1, new_tokens, max_length)`.
+
+        Returns:
+            `(outputs, self_cache)` with the cache updated.
+        """
+        h = self.self_attention_layer_norm(x)
+        keys, values = self.self_attention.project_key_value(h)
+        new_kv = ops.cast(ops.stack([keys, values]), self_cache.dtype)
+        self_cache = ops.slice_update(self_cache, (0, 0, 0, cache_index, 0), new_kv)
+        h = self.self_attention.attend(h, self_cache[0], self_cache[1], mask=self_attention_mask)
+        x = x + h
+        h = self.cross_attention.attend(
+            self.cross_attention_layer_norm(x), cross_cache[0], cross_cache[1]
+        )
+        x = x + h
+        return self._feedforward(x), self_cache

@@ -1,0 +1,91 @@
+"""Shared test helpers: small configs, random OpenAI-style weights, shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Tests import keras before keras_whisper: pick the backend first (CI sets it).
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    # Converted built-in presets go to a per-run cache, not the user's.
+    if "KERAS_WHISPER_CACHE" not in os.environ:
+        import tempfile
+
+        os.environ["KERAS_WHISPER_CACHE"] = tempfile.mkdtemp(prefix="keras_whisper_cache_")
+
+
+def shared_dir() -> Path | None:
+    """The project's shared/ folder (real speech, reference outputs), if present."""
+    candidates = [os.environ.get("KERAS_WHISPER_SHARED"), REPO.parent / "shared"]
+    for candidate in candidates:
+        if candidate and Path(candidate, "audio").is_dir():
+            return Path(candidate)
+    return None
+
+
+SMALL_CONFIG = dict(
+    vocabulary_size=100,
+    num_layers=2,
+    num_heads=4,
+    hidden_dim=32,
+    intermediate_dim=64,
+    num_mels=16,
+    max_encoder_sequence_length=40,
+    max_decoder_sequence_length=12,
+)
+
+
+def random_state_dict(config: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    """OpenAI-named float32 weights for `config`, every bias and gain non-trivial."""
+    from keras_whisper.converters.mapping import name_map
+    from keras_whisper.layers import sinusoids
+
+    rng = np.random.default_rng(seed)
+    d, f, m = config["hidden_dim"], config["intermediate_dim"], config["num_mels"]
+    dec_layers = config.get("num_decoder_layers") or config["num_layers"]
+    shapes = {}
+    for name, _, _ in name_map(config["num_layers"], dec_layers):
+        if name.startswith("encoder.conv"):
+            shapes[name] = (d, m if "conv1" in name else d, 3) if name.endswith("weight") else (d,)
+        elif name == "encoder.positional_embedding":
+            shapes[name] = (config["max_encoder_sequence_length"] // 2, d)
+        elif name == "decoder.positional_embedding":
+            shapes[name] = (config["max_decoder_sequence_length"], d)
+        elif name == "decoder.token_embedding.weight":
+            shapes[name] = (config["vocabulary_size"], d)
+        elif ".mlp.0." in name:
+            shapes[name] = (f, d) if name.endswith("weight") else (f,)
+        elif ".mlp.2." in name:
+            shapes[name] = (d, f) if name.endswith("weight") else (d,)
+        elif name.endswith("weight") and ("ln" in name.split(".")[-2]):
+            shapes[name] = (d,)
+        elif name.endswith("weight"):
+            shapes[name] = (d, d)
+        else:
+            shapes[name] = (d,)
+    sd = {}
+    for name, shape in shapes.items():
+        if name == "encoder.positional_embedding":
+            sd[name] = sinusoids(*shape)
+        elif len(shape) == 1 and name.endswith("weight"):  # LayerNorm gains
+            sd[name] = (1.0 + 0.1 * rng.standard_normal(shape)).astype("float32")
+        elif len(shape) == 1:
+            sd[name] = (0.1 * rng.standard_normal(shape)).astype("float32")
+        else:
+            fan_in = int(np.prod(shape[1:]))
+            sd[name] = (rng.standard_normal(shape) / np.sqrt(fan_in)).astype("float32")
+    sd["decoder.token_embedding.weight"] *= 3.0
+    return sd
+
+
+@pytest.fixture
+def small_config():
+    return dict(SMALL_CONFIG)
