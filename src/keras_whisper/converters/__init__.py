@@ -1,0 +1,248 @@
+"""Checkpoints from other Whisper implementations, in and out.
+
+Every format is read into one canonical form, OpenAI's `model_state_dict`
+naming plus its `ModelDimensions` (`common.py`); `mapping.py` alone knows how
+that form maps onto `WhisperBackbone` variables. One module per format:
+
+| format | module | read | write |
+|---|---|---|---|
+| CTranslate2 `model.bin` (faster-whisper) | `ctranslate2` | yes | yes |
+| OpenAI `.pt` (`dims` + `model_state_dict`) | `openai_checkpoint` | yes | yes |
+| Hugging Face transformers (`config.json` + safetensors) | `transformers` | yes | yes |
+| keras-hub preset (`config.json` + `model.weights.h5`) | `keras_hub` | yes | no |
+
+`WhisperBackbone.from_preset(path)` recognises the format of a local folder
+or file by itself (`preset_io.detect_format`) and lands here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from keras_whisper.converters.common import ModelDimensions, StateDict
+from keras_whisper.converters.mapping import (
+    assign_state_dict,
+    keras_weights,
+    state_dict_from_backbone,
+)
+from keras_whisper.errors import PresetError, WeightsError
+
+FORMATS = ("ctranslate2", "openai", "transformers", "keras_hub")
+
+
+def read_checkpoint(
+    path: str | os.PathLike | Sequence[str | os.PathLike], fmt: str
+) -> tuple[ModelDimensions, StateDict, dict[str, Path]]:
+    """Read a foreign checkpoint into `(dims, OpenAI state dict, side files)`.
+
+    Args:
+        path: the checkpoint folder or file; for CTranslate2 also a list of
+            folders or `model.bin.part*` files, read in order.
+        fmt: one of `FORMATS`.
+
+    Returns:
+        `side files` maps asset names (`"tokenizer.json"`, `"vocabulary"`,
+        `"ctranslate2_config.json"`) to the files found next to the weights.
+    """
+    side: dict[str, Path] = {}
+    if fmt == "ctranslate2":
+        from keras_whisper.converters.ctranslate2 import load_ctranslate2
+
+        paths = _ct2_parts(path)
+        dims, state_dict, files = load_ctranslate2(paths)
+        for name, found in (
+            ("tokenizer.json", files.tokenizer_json),
+            ("vocabulary", files.vocabulary),
+            ("ctranslate2_config.json", files.config_path),
+        ):
+            if found is not None:
+                side[name] = found
+        return dims, state_dict, side
+    path = Path(path)
+    if fmt == "openai":
+        from keras_whisper.converters.openai_checkpoint import load_openai_checkpoint
+
+        if path.is_dir():
+            path = next(iter(sorted(path.glob("*.pt"))))
+        dims, state_dict = load_openai_checkpoint(path)
+    elif fmt == "transformers":
+        from keras_whisper.converters.transformers import load_transformers
+
+        dims, state_dict = load_transformers(path)
+    elif fmt == "keras_hub":
+        from keras_whisper.converters.keras_hub import load_keras_hub
+
+        dims, state_dict = load_keras_hub(path)
+    else:
+        raise PresetError(f"Unknown checkpoint format {fmt!r}; known: {', '.join(FORMATS)}.")
+    folder = path if path.is_dir() else path.parent
+    for name in ("tokenizer.json", "vocab.json", "merges.txt", "added_tokens.json"):
+        if (folder / name).is_file():
+            side[name] = folder / name
+    return dims, state_dict, side
+
+
+def _ct2_parts(path) -> list[Path]:
+    from keras_whisper.converters.ctranslate2 import find_model_bin_parts
+
+    if isinstance(path, (str, os.PathLike)):
+        return find_model_bin_parts(path)
+    parts: list[Path] = []
+    for item in path:
+        item = Path(item)
+        parts += find_model_bin_parts(item) if item.is_dir() else [item]
+    return parts
+
+
+def backbone_config(dims: ModelDimensions, state_dict: StateDict | None = None) -> dict:
+    """`WhisperBackbone` arguments for OpenAI `ModelDimensions`."""
+    if dims.n_audio_state != dims.n_text_state or dims.n_audio_head != dims.n_text_head:
+        raise WeightsError(
+            "WhisperBackbone needs the same width and head count in the encoder and the "
+            f"decoder; this checkpoint has {dims.n_audio_state}/{dims.n_audio_head} and "
+            f"{dims.n_text_state}/{dims.n_text_head}."
+        )
+    intermediate = 4 * dims.n_audio_state
+    if state_dict is not None and "encoder.blocks.0.mlp.0.weight" in state_dict:
+        intermediate = int(state_dict["encoder.blocks.0.mlp.0.weight"].shape[0])
+    return {
+        "vocabulary_size": dims.n_vocab,
+        "num_layers": dims.n_audio_layer,
+        "num_heads": dims.n_audio_head,
+        "hidden_dim": dims.n_audio_state,
+        "intermediate_dim": intermediate,
+        "num_mels": dims.n_mels,
+        "max_encoder_sequence_length": 2 * dims.n_audio_ctx,
+        "max_decoder_sequence_length": dims.n_text_ctx,
+        "num_decoder_layers": dims.n_text_layer,
+    }
+
+
+def load_backbone(cls, path, fmt: str, load_weights: bool = True, **kwargs):
+    """Build a `WhisperBackbone` from a foreign checkpoint.
+
+    Args:
+        cls: the class `from_preset` was called on (`Backbone` or
+            `WhisperBackbone`).
+        path: the checkpoint.
+        fmt: its format (see `FORMATS`).
+        load_weights: assign the checkpoint's weights, or keep random ones.
+        **kwargs: config overrides such as `dtype`.
+    """
+    from keras_whisper.backbone import WhisperBackbone
+
+    if not issubclass(WhisperBackbone, cls):
+        raise PresetError(
+            f"{path} holds a Whisper checkpoint, which loads as `WhisperBackbone`, not as "
+            f"`{cls.__name__}`."
+        )
+    from keras_whisper.preset_io import build_with_weights
+
+    dims, state_dict, _ = read_checkpoint(path, fmt)
+    config = {**backbone_config(dims, state_dict), **kwargs}
+    if not load_weights:
+        return WhisperBackbone(**config)
+    return build_with_weights(
+        lambda: WhisperBackbone(**config),
+        lambda model: keras_weights(model, state_dict, source=str(path)),
+    )
+
+
+def load_component(cls, path, fmt: str, **kwargs):
+    """A preprocessing component (tokenizer, audio converter) for a foreign checkpoint.
+
+    The tokenizer comes from the `tokenizer.json` (or `vocab.json` +
+    `merges.txt`) next to the weights; the audio converter from the model's
+    number of mel bins.
+    """
+    if cls.preset_file == "tokenizer.json":
+        return _tokenizer_from_files(cls, path, **kwargs)
+    if cls.preset_file == "audio_converter.json":
+        return cls(num_mels=_num_mels(path, fmt), **kwargs)
+    raise PresetError(f"{cls.__name__} cannot be built from a {fmt} checkpoint.")
+
+
+def _tokenizer_from_files(cls, path, **kwargs):
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    if (folder / "tokenizer.json").is_file():
+        return cls.from_tokenizer_json(folder / "tokenizer.json", **kwargs)
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        return cls(vocabulary=folder / "vocab.json", merges=folder / "merges.txt", **kwargs)
+    raise PresetError(
+        f"No tokenizer files next to the checkpoint in {folder} (tokenizer.json, or "
+        "vocab.json + merges.txt). OpenAI `.pt` checkpoints carry none: load the tokenizer "
+        "from a built-in preset of the same kind, e.g. "
+        "WhisperTokenizer.from_preset('whisper_tiny_en') for English-only models."
+    )
+
+
+def _num_mels(path, fmt: str) -> int:
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    if fmt == "transformers":
+        from keras_whisper.preset_io import read_json
+
+        return int(read_json(folder / "config.json").get("num_mel_bins", 80))
+    dims, _, _ = read_checkpoint(path, fmt)
+    return dims.n_mels
+
+
+def convert_to_preset(
+    path, fmt: str, preset_dir, preset_name: str | None = None, overwrite: bool = True
+) -> Path:
+    """Convert a foreign checkpoint into a complete keras-whisper preset directory.
+
+    Writes the backbone (float32, config, metadata), the tokenizer and the
+    audio converter; CTranslate2's generation config (alignment heads,
+    suppressed ids) is kept as `assets/ctranslate2_config.json`. Each file is
+    written atomically and `metadata.json` last, so a directory with
+    `metadata.json` is complete.
+
+    Args:
+        path: the checkpoint (see `read_checkpoint`).
+        fmt: its format.
+        preset_dir: where to write the preset.
+        preset_name: recorded in the metadata.
+        overwrite: replace an existing preset there.
+    """
+    from keras_whisper import preset_io
+    from keras_whisper.audio import WhisperAudioConverter
+    from keras_whisper.backbone import WhisperBackbone
+    from keras_whisper.tokenizer import WhisperTokenizer
+
+    dims, state_dict, side = read_checkpoint(path, fmt)
+    backbone = preset_io.build_with_weights(
+        lambda: WhisperBackbone(**backbone_config(dims, state_dict)),
+        lambda model: keras_weights(model, state_dict, source=str(path)),
+    )
+    if "tokenizer.json" in side:
+        tokenizer = WhisperTokenizer.from_tokenizer_json(
+            side["tokenizer.json"], n_vocab=dims.n_vocab
+        )
+        tokenizer.save_to_preset(preset_dir, overwrite=overwrite)
+    WhisperAudioConverter(num_mels=dims.n_mels).save_to_preset(preset_dir, overwrite=overwrite)
+    extra = {}
+    if "ctranslate2_config.json" in side:
+        extra["assets/ctranslate2_config.json"] = side["ctranslate2_config.json"]
+    metadata = {"converted_from": fmt}
+    if preset_name:
+        metadata["preset_name"] = preset_name
+    preset_io.save_backbone(
+        backbone, preset_dir, overwrite=True, extra_files=extra, extra_metadata=metadata
+    )
+    return Path(preset_dir)
+
+
+__all__ = [
+    "FORMATS",
+    "ModelDimensions",
+    "assign_state_dict",
+    "backbone_config",
+    "convert_to_preset",
+    "keras_weights",
+    "load_component",
+    "load_backbone",
+    "read_checkpoint",
+    "state_dict_from_backbone",
+]
