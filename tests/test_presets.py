@@ -290,3 +290,50 @@ def test_wrong_class_in_preset(tmp_path):
     _small().save_to_preset(tmp_path / "p")
     with pytest.raises(PresetError, match="not a subclass"):
         OtherBackbone.from_preset(str(tmp_path / "p"))
+
+
+def test_components_save_to_and_load_from_a_backbone_preset(tmp_path):
+    from keras_whisper.audio import WhisperAudioConverter
+    from keras_whisper.tokenizer import WhisperTokenizer, bytes_to_unicode
+
+    symbols = list(bytes_to_unicode().values())
+    vocabulary = {symbol: i for i, symbol in enumerate(symbols)}
+    vocabulary.update({"ab": 256, "Ġab": 257})
+    tokenizer = WhisperTokenizer(vocabulary, ["a b", "Ġ ab"])
+    converter = WhisperAudioConverter(num_mels=16)
+    preset = tmp_path / "p"
+    _small().save_to_preset(preset)
+    tokenizer.save_to_preset(preset)
+    converter.save_to_preset(preset)
+    names = sorted(str(p.relative_to(preset)) for p in preset.rglob("*") if p.is_file())
+    assert names == [
+        "assets/tokenizer/merges.txt",
+        "assets/tokenizer/vocabulary.json",
+        "audio_converter.json",
+        "config.json",
+        "metadata.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ]
+    loaded = WhisperTokenizer.from_preset(str(preset))
+    assert loaded.encode(" ab ab") == tokenizer.encode(" ab ab") == [257, 257]
+    assert loaded.vocabulary_size() == tokenizer.vocabulary_size()
+    assert WhisperAudioConverter.from_preset(str(preset)).num_mels == 16
+    assert (
+        WhisperAudioConverter.from_preset(str(preset), max_audio_length=10).max_audio_length == 10
+    )
+    # A component refuses to replace its own files, not the backbone's.
+    with pytest.raises(PresetError, match="already holds tokenizer.json"):
+        tokenizer.save_to_preset(preset)
+    tokenizer.save_to_preset(preset, overwrite=True)
+    (preset / "tokenizer.json").unlink()
+    with pytest.raises(PresetError, match="tokenizer"):
+        WhisperTokenizer.from_preset(str(preset))
+
+
+def test_keras_native_weights_file_round_trip(tmp_path):
+    backbone = _small()
+    backbone.save_weights(tmp_path / "small.weights.h5")
+    other = WhisperBackbone(**SMALL_CONFIG, num_decoder_layers=1)
+    other.load_weights(tmp_path / "small.weights.h5")
+    _assert_same_weights(backbone, other)

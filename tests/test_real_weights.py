@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, shared_dir
 
 from keras_whisper import WhisperBackbone
-from keras_whisper.audio import load_audio, log_mel_spectrogram, pad_or_trim
+from keras_whisper.audio import N_FRAMES, N_SAMPLES, load_audio, log_mel_spectrogram, pad_or_trim
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +37,15 @@ def _relative_error(ours, reference):
 
 
 def _jfk_features():
+    """The first decoding window as OpenAI's transcribe() builds it.
+
+    Log-mel of the whole file with 30 s of padding (normalised over all of
+    it), cut to the content frames, then zero-padded to 3000 frames.
+    """
     audio = load_audio(REPO / "tests" / "data" / "en_jfk.wav")
-    return log_mel_spectrogram(pad_or_trim(audio))[None].astype("float32")  # (1, 3000, 80)
+    mel = log_mel_spectrogram(audio, padding=N_SAMPLES)
+    content = mel[: mel.shape[0] - N_FRAMES]
+    return pad_or_trim(content, N_FRAMES, axis=0)[None].astype("float32")  # (1, 3000, 80)
 
 
 def _reference_tokens(model_name):

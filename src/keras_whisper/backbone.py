@@ -41,6 +41,15 @@ class Backbone(keras.Model):
         if dtype is not None:
             self.dtype_policy = keras.dtype_policies.get(dtype)
 
+    def __setattr__(self, name, value):
+        # Subclasses create their layers before the functional model exists.
+        # On PyTorch, a torch.nn.Module refuses attributes before its own
+        # __init__; the functional graph tracks every layer anyway, so plain
+        # attributes are enough until then.
+        if keras.backend.backend() == "torch" and not hasattr(self, "_initialized"):
+            return object.__setattr__(self, name, value)
+        return super().__setattr__(name, value)
+
     def get_config(self):
         return {
             "name": self.name,

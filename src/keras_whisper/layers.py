@@ -207,29 +207,29 @@ class WhisperAttention(keras.layers.Layer):
             _split_heads(self.value(inputs), self.num_heads),
         )
 
-    def attend(self, query_inputs, keys, values, mask=None, training=None):
+    def attend(self, query_inputs, keys, values, attention_mask=None, training=None):
         """Attention of projected `query_inputs` over already projected keys/values.
 
         Args:
             query_inputs: `(batch, length, hidden_dim)` un-projected queries.
             keys, values: `(batch, heads, key_length, head_dim)`.
-            mask: optional boolean mask broadcastable to
+            attention_mask: optional boolean mask broadcastable to
                 `(batch, heads, length, key_length)`, `True` where allowed.
         """
         query = _split_heads(self.query(query_inputs), self.num_heads)
         query = query * ops.cast(self.head_dim**-0.5, query.dtype)
         scores = ops.matmul(query, ops.swapaxes(keys, -1, -2))
         scores = ops.cast(scores, "float32")
-        if mask is not None:
-            scores = ops.where(mask, scores, MASK_VALUE)
+        if attention_mask is not None:
+            scores = ops.where(attention_mask, scores, MASK_VALUE)
         weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         weights = self.probability_dropout(weights, training=training)
         context = _merge_heads(ops.matmul(weights, values))
         return self.attention_output(context)
 
-    def call(self, query, key_value=None, mask=None, training=None):
+    def call(self, query, key_value=None, attention_mask=None, training=None):
         keys, values = self.project_key_value(query if key_value is None else key_value)
-        return self.attend(query, keys, values, mask=mask, training=training)
+        return self.attend(query, keys, values, attention_mask=attention_mask, training=training)
 
     def compute_output_shape(self, query_shape, key_value_shape=None):
         return query_shape
@@ -362,7 +362,9 @@ class WhisperDecoderBlock(_Block):
 
     def call(self, x, encoder_output, self_attention_mask=None, training=None):
         h = self.self_attention(
-            self.self_attention_layer_norm(x), mask=self_attention_mask, training=training
+            self.self_attention_layer_norm(x),
+            attention_mask=self_attention_mask,
+            training=training,
         )
         x = x + self.residual_dropout(h, training=training)
         h = self.cross_attention(
@@ -390,7 +392,9 @@ class WhisperDecoderBlock(_Block):
         keys, values = self.self_attention.project_key_value(h)
         new_kv = ops.cast(ops.stack([keys, values]), self_cache.dtype)
         self_cache = ops.slice_update(self_cache, (0, 0, 0, cache_index, 0), new_kv)
-        h = self.self_attention.attend(h, self_cache[0], self_cache[1], mask=self_attention_mask)
+        h = self.self_attention.attend(
+            h, self_cache[0], self_cache[1], attention_mask=self_attention_mask
+        )
         x = x + h
         h = self.cross_attention.attend(
             self.cross_attention_layer_norm(x), cross_cache[0], cross_cache[1]

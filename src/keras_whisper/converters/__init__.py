@@ -150,6 +150,59 @@ def load_backbone(cls, path, fmt: str, load_weights: bool = True, **kwargs):
     )
 
 
+def dimensions(backbone) -> ModelDimensions:
+    """OpenAI `ModelDimensions` of a `WhisperBackbone`."""
+    return ModelDimensions(
+        n_mels=backbone.num_mels,
+        n_audio_ctx=backbone.max_encoder_sequence_length // 2,
+        n_audio_state=backbone.hidden_dim,
+        n_audio_head=backbone.num_heads,
+        n_audio_layer=backbone.num_layers,
+        n_vocab=backbone.vocabulary_size,
+        n_text_ctx=backbone.max_decoder_sequence_length,
+        n_text_state=backbone.hidden_dim,
+        n_text_head=backbone.num_heads,
+        n_text_layer=backbone.num_decoder_layers,
+    )
+
+
+def export_checkpoint(backbone, path, fmt: str, overwrite: bool = False) -> Path:
+    """Write a `WhisperBackbone` in another implementation's format.
+
+    Args:
+        backbone: the model.
+        path: a `.pt` file for `"openai"`, a folder for `"transformers"` and
+            `"ctranslate2"`.
+        fmt: `"openai"` (openai-whisper's `load_model` reads it),
+            `"transformers"` (`WhisperForConditionalGeneration.from_pretrained`)
+            or `"ctranslate2"` (faster-whisper, float32).
+        overwrite: replace an existing file or folder.
+
+    Returns:
+        The path written.
+
+    Examples:
+    ```python
+    backbone = keras_whisper.WhisperBackbone.from_preset("whisper_tiny_en")
+    export_checkpoint(backbone, "tiny_en_hf", "transformers")
+    ```
+    """
+    dims, state_dict = dimensions(backbone), state_dict_from_backbone(backbone)
+    if fmt == "openai":
+        from keras_whisper.converters.openai_checkpoint import save_openai_checkpoint
+
+        return save_openai_checkpoint(dims, state_dict, path, overwrite=overwrite)
+    if fmt == "transformers":
+        from keras_whisper.converters.transformers import save_transformers
+
+        return save_transformers(dims, state_dict, path, overwrite=overwrite)
+    if fmt == "ctranslate2":
+        from keras_whisper.converters.ctranslate2 import save_ctranslate2
+
+        return save_ctranslate2(dims, state_dict, path, dtype="float32", overwrite=overwrite)
+    raise PresetError(f"Cannot export to {fmt!r}: choose openai, transformers or ctranslate2.")
+
+
 def load_component(cls, path, fmt: str, **kwargs):
     """A preprocessing component (tokenizer, audio converter) for a foreign checkpoint.
 
@@ -240,6 +293,8 @@ __all__ = [
     "assign_state_dict",
     "backbone_config",
     "convert_to_preset",
+    "dimensions",
+    "export_checkpoint",
     "keras_weights",
     "load_component",
     "load_backbone",
