@@ -167,3 +167,22 @@ def test_export_and_load_back(fmt, reference, tmp_path):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
     with pytest.raises(Exception, match="(?i)exist|overwrite"):
         export_checkpoint(expected, target, fmt)
+
+
+def test_hf_handle_with_a_transformers_checkpoint(reference, tmp_path, monkeypatch):
+    """`hf://openai/whisper-*` repos hold transformers checkpoints: converted on load."""
+    pytest.importorskip("huggingface_hub")
+    import huggingface_hub.constants as constants
+    from test_presets import _fake_hf_cache
+
+    state_dict, expected = reference
+    folder = save_transformers(DIMS, state_dict, tmp_path / "hf_checkpoint")
+    cache = tmp_path / "hub"
+    _fake_hf_cache(
+        cache, "openai/whisper-small-test", {p.name: p.read_bytes() for p in folder.iterdir()}
+    )
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    loaded = Backbone.from_preset("hf://openai/whisper-small-test")
+    for a, b in zip(expected.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))

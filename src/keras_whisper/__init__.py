@@ -29,7 +29,6 @@ def _choose_default_backend() -> None:
 
 _choose_default_backend()
 
-from keras_whisper.backbone import Backbone, WhisperBackbone  # noqa: E402
 from keras_whisper.errors import (  # noqa: E402
     AudioError,
     KerasWhisperError,
@@ -40,12 +39,39 @@ from keras_whisper.errors import (  # noqa: E402
 
 __version__ = "0.1.0"
 
+# Public names, imported on first use so that `import keras_whisper` (and the
+# CLI, which picks the backend first) does not import Keras.
+_LAZY = {
+    "Backbone": "keras_whisper.backbone",
+    "WhisperBackbone": "keras_whisper.backbone",
+    "WhisperSpeechToText": "keras_whisper.speech_to_text",
+    "WhisperTokenizer": "keras_whisper.tokenizer",
+    "WhisperAudioConverter": "keras_whisper.audio",
+    "load_audio": "keras_whisper.audio",
+    "stream_audio": "keras_whisper.audio",
+    "DecodingOptions": "keras_whisper.decoding",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'keras_whisper' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
+
+
 __all__ = [
     "AudioError",
-    "Backbone",
     "KerasWhisperError",
     "PresetError",
     "TokenizerError",
     "WeightsError",
-    "WhisperBackbone",
+    *_LAZY,
 ]

@@ -1,0 +1,169 @@
+"""The `keras-whisper` command line.
+
+```
+keras-whisper transcribe AUDIO... [--preset whisper_tiny_en] [--language LANG]
+    [--task transcribe|translate] [--beam-size N] [--temperature T]
+    [--initial-prompt TEXT] [--output-format txt|srt|vtt|tsv|json|all]
+    [--output-dir DIR] [--threads N] [--backend jax|torch|tensorflow]
+```
+
+Backend and thread count are applied before Keras is imported. Each input's
+transcript is written next to the others in `--output-dir`, named after the
+input (`talk.mp3` -> `talk.txt`, `talk.srt`, ...). An input that fails is
+reported and skipped; the exit status is non-zero if any failed, and no
+partial output file is left for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+OUTPUT_FORMATS = ("txt", "srt", "vtt", "tsv", "json")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keras-whisper", description="Whisper speech recognition with Keras 3."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("transcribe", help="transcribe audio files")
+    run.add_argument("audio", nargs="+", help="audio files (any format soundfile or ffmpeg reads)")
+    run.add_argument("--preset", default="whisper_tiny_en", help="preset name, folder or handle")
+    run.add_argument("--language", default=None, help="language code or name (default: detect)")
+    run.add_argument("--task", default="transcribe", choices=("transcribe", "translate"))
+    run.add_argument("--beam-size", type=int, default=None, help="beam search width")
+    run.add_argument("--best-of", type=int, default=None, help="samples at temperature > 0")
+    run.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="first temperature; fallback goes up by --temperature-increment",
+    )
+    run.add_argument("--temperature-increment", type=float, default=0.2)
+    run.add_argument("--initial-prompt", default=None, help="text to prompt the first window")
+    run.add_argument(
+        "--no-condition-on-previous-text",
+        dest="condition_on_previous_text",
+        action="store_false",
+    )
+    run.add_argument("--without-timestamps", action="store_true")
+    run.add_argument(
+        "--output-format", default="all", choices=(*OUTPUT_FORMATS, "all"), help="file format(s)"
+    )
+    run.add_argument("--output-dir", default=".", help="where transcripts are written")
+    run.add_argument("--threads", type=int, default=None, help="CPU threads to use")
+    run.add_argument("--backend", default=None, choices=("jax", "torch", "tensorflow"))
+    run.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or text on stdout")
+    return parser
+
+
+def _configure_runtime(backend: str | None, threads: int | None) -> None:
+    """Backend and threads: must happen before Keras (or a backend) is imported."""
+    if backend:
+        if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != backend:
+            raise SystemExit("--backend must be chosen before Keras is imported.")
+        os.environ["KERAS_BACKEND"] = backend
+    if threads:
+        if threads < 1:
+            raise SystemExit("--threads must be at least 1.")
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[variable] = str(threads)
+        if hasattr(os, "sched_setaffinity"):
+            cores = sorted(os.sched_getaffinity(0))
+            os.sched_setaffinity(0, cores[:threads])
+
+
+def _temperatures(start: float, increment: float) -> tuple[float, ...]:
+    if increment <= 0:
+        return (start,)
+    values, t = [], start
+    while t <= 1.0 + 1e-6:
+        values.append(round(t, 6))
+        t += increment
+    return tuple(values) or (start,)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _configure_runtime(args.backend, args.threads)
+    if args.threads and (args.backend or os.environ.get("KERAS_BACKEND")) == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    from tqdm import tqdm
+
+    from keras_whisper.speech_to_text import WhisperSpeechToText
+    from keras_whisper.writers import write_result
+
+    overrides = {"dtype": args.dtype} if args.dtype else {}
+    try:
+        model = WhisperSpeechToText.from_preset(args.preset, **overrides)
+    except Exception as error:  # a clear message, not a traceback, for a bad preset
+        print(f"keras-whisper: cannot load preset {args.preset!r}: {error}", file=sys.stderr)
+        return 2
+    formats = OUTPUT_FORMATS if args.output_format == "all" else (args.output_format,)
+    output_dir = Path(args.output_dir)
+    decode_options = {
+        "beam_size": args.beam_size,
+        "best_of": args.best_of,
+        "without_timestamps": args.without_timestamps,
+    }
+    failures = 0
+    for path in args.audio:
+        try:
+            segments, info = model.transcribe_segments(
+                path,
+                language=args.language,
+                task=args.task,
+                temperature=_temperatures(args.temperature, args.temperature_increment),
+                initial_prompt=args.initial_prompt,
+                condition_on_previous_text=args.condition_on_previous_text,
+                **{k: v for k, v in decode_options.items() if v not in (None, False)},
+            )
+            bar = tqdm(
+                total=round(info.duration, 2),
+                unit="s",
+                desc=Path(path).name,
+                disable=args.quiet,
+                file=sys.stderr,
+            )
+            collected = []
+            done = 0.0
+            for segment in segments:
+                collected.append(segment)
+                bar.update(round(max(segment.end - done, 0.0), 2))
+                done = max(done, segment.end)
+                if not args.quiet:
+                    tqdm.write(
+                        f"[{segment.start:7.2f} --> {segment.end:7.2f}] {segment.text.strip()}"
+                    )
+            bar.update(max(round(info.duration - done, 2), 0))
+            bar.close()
+            from keras_whisper.transcription import TranscriptionResult
+
+            result = TranscriptionResult(
+                text="".join(s.text for s in collected).strip(),
+                language=info.language,
+                language_probability=info.language_probability,
+                segments=collected,
+                duration=info.duration,
+            )
+            stem = Path(path).stem
+            for fmt in formats:
+                write_result(result, output_dir / f"{stem}.{fmt}", fmt)
+        except Exception as error:
+            failures += 1
+            print(f"keras-whisper: {path}: {type(error).__name__}: {error}", file=sys.stderr)
+    if failures:
+        print(f"keras-whisper: {failures} of {len(args.audio)} inputs failed.", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,691 @@
+"""KV-cached decoding of 30-second windows: greedy, sampling and beam search.
+
+The decode runs as a few compiled stages on the device, with a single host
+round trip at the end:
+
+1. `encode` (when given log-mel features) and `cross_attention_cache`, once per
+   window;
+2. language detection, when a multilingual model is given no language;
+3. prefill: the whole initial prompt in one `decode_with_cache` call, right-padded
+   to a length bucket (8, 16, 32, ...) so that prompts of different lengths share a
+   compiled function. Its output at `<|startoftranscript|>` gives `no_speech_prob`;
+4. the loop: one token per step under `keras.ops.while_loop`, on a token buffer of
+   fixed shape `(batch * group, max_decoder_sequence_length + 1)`, with the logit
+   rules of `keras_whisper.decoding.filters` and the greedy, sampling or beam
+   search update, all in `keras.ops` with fixed shapes. Beam search keeps its
+   finished candidates in fixed-size on-device arrays.
+
+On JAX each stage is a pure function of the model's variables, traced under
+`keras.StatelessScope(state_mapping=...)` and wrapped in `jax.jit` (keras-hub's
+`CausalLM.generate` idiom), compiled once per input shape and reused; the loop's
+shape does not depend on the prompt length or `sample_len`, so it compiles once
+per (batch, decoding mode). On other backends the same code runs eagerly (under
+`torch.no_grad()` for PyTorch, where `keras.ops.while_loop` is a Python loop).
+
+Deviations from openai-whisper, none of which changes a result:
+
+- each step re-feeds the last token of the prompt (or the token sampled last)
+  rather than carrying the logits of the previous call; the prefill's output at
+  that position is recomputed once, identically;
+- beam search: OpenAI merges candidates by their full token tuple. Live beams are
+  always distinct sequences, so duplicates can only arise at the first step, where
+  all beams of an audio are copies of the prompt; there only the first beam's
+  candidates are kept, which is what the merge amounts to. On JAX, ties between
+  equal scores resolve by (beam, rank) order, as OpenAI's stable sort of the dict
+  does (`torch.topk`'s order of ties is unspecified).
+- a candidate of length 0 (an immediate `<|endoftext|>`, possible only with
+  `suppress_blank=False` and without timestamps) is ranked by its `sum_logprob`
+  instead of raising `ZeroDivisionError`;
+- an English-only model given `language=None` decodes English (OpenAI's
+  `DecodingTask` would try to detect the language and fail);
+- with `sample_len > 224`, OpenAI's prefix truncation `prefix[-(224 - sample_len):]`
+  drops tokens from the start of the prefix; here the whole prefix is kept.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import weakref
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_whisper.decoding import filters
+from keras_whisper.decoding.options import DecodingOptions, DecodingResult
+
+# Prompt lengths are padded up to one of these (then to the decoder's context).
+PROMPT_BUCKETS = (8, 16, 32, 64, 128, 256)
+
+# How many times each compiled stage has been traced (JAX): "encode", "cross",
+# "language", "prefill", "loop". A trace is a compilation; tests read this.
+TRACE_COUNTS: collections.Counter = collections.Counter()
+
+# backbone -> {key: jitted function}. Weak keys: the compiled functions go with the model.
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+CHUNK_LENGTH = 30  # seconds of audio in one window
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a stage: jitted and stateless on JAX, eagerly elsewhere.
+# ---------------------------------------------------------------------------------------------
+
+
+def _run(backbone, key: tuple, fn, *args):
+    """`fn(backbone, *args)`, compiled once per `key` and input shapes on JAX."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        compiled = _COMPILED.setdefault(backbone, {})
+        jitted = compiled.get(key)
+        if jitted is None:
+            jitted = compiled[key] = _jit_stateless(weakref.ref(backbone), key[0], fn)
+        state = [v.value for v in backbone.variables]
+        return jitted(state, *args)
+    if backend == "torch":
+        import torch
+
+        context = torch.no_grad()
+    else:
+        context = contextlib.nullcontext()
+    with context:
+        return fn(backbone, *args)
+
+
+def _jit_stateless(model_ref, name: str, fn):
+    import jax
+
+    def stateless(state, *args):
+        TRACE_COUNTS[name] += 1
+        model = model_ref()
+        with keras.StatelessScope(state_mapping=list(zip(model.variables, state, strict=True))):
+            return fn(model, *args)
+
+    return jax.jit(stateless)
+
+
+def _to_numpy(x) -> np.ndarray:
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages (pure functions of the model and tensors).
+# ---------------------------------------------------------------------------------------------
+
+
+def _encode_stage(model, features):
+    return model.encode(features)
+
+
+def _cross_stage(model, encoder_output):
+    return model.cross_attention_cache(encoder_output)
+
+
+def _language_stage(model, cross_cache, sot_ids, language_mask):
+    batch = ops.shape(sot_ids)[0]
+    # Two cache slots, the second masked: a one-key softmax would only draw a Keras warning.
+    cache = model.empty_self_attention_cache(batch, 2)
+    hidden, _ = model.decode_with_cache(sot_ids, cache, cross_cache, 0)
+    logits = model.logits(hidden[:, 0])
+    logits = ops.where(language_mask[None, :], logits, filters.NEG_INF)
+    return ops.softmax(logits, axis=-1)
+
+
+def _prefill_stage(model, cross_cache, prompt, sot_index, no_speech_id):
+    batch = ops.shape(prompt)[0]
+    cache = model.empty_self_attention_cache(batch)
+    hidden, cache = model.decode_with_cache(prompt, cache, cross_cache, 0)
+    at_sot = ops.take(hidden, sot_index, axis=1)
+    probs = ops.softmax(model.logits(at_sot), axis=-1)
+    return cache, ops.take(probs, no_speech_id, axis=1)
+
+
+class _Spec(
+    collections.namedtuple(
+        "_Spec",
+        "mode group max_candidates timestamps blank suppress eot timestamp_begin no_timestamps",
+    )
+):
+    """The static configuration of a decoding loop (one compiled loop per spec)."""
+
+
+def _loop_stage(
+    model,
+    cross_cache,
+    cache,
+    buffer,
+    sample_begin,
+    limit,
+    suppress_mask,
+    blank_mask,
+    max_initial_index,
+    temperature,
+    seed,
+    *,
+    spec: _Spec,
+):
+    group = spec.group
+    n_audio, length = ops.shape(buffer)
+    rows = n_audio * group
+    if group > 1:
+        cross_cache = ops.repeat(cross_cache, group, axis=2)
+        cache = ops.repeat(cache, group, axis=2)
+        buffer = ops.repeat(buffer, group, axis=0)
+    sample_begin = ops.cast(sample_begin, "int32")
+
+    def next_logits(index, tokens, cache):
+        last = ops.slice(tokens, (0, index - 1), (rows, 1))
+        hidden, cache = model.decode_with_cache(last, cache, cross_cache, index - 1)
+        logits = model.logits(hidden[:, 0])
+        if spec.blank:
+            logits = filters.suppress_blank(logits, tokens, index, sample_begin, blank_mask)
+        if spec.suppress:
+            logits = filters.suppress_tokens(logits, tokens, suppress_mask)
+        if spec.timestamps:
+            logits = filters.apply_timestamp_rules(
+                logits,
+                tokens,
+                index,
+                sample_begin,
+                timestamp_begin=spec.timestamp_begin,
+                eot=spec.eot,
+                no_timestamps=spec.no_timestamps,
+                max_initial_timestamp_index=max_initial_index,
+            )
+        return logits, cache
+
+    index = sample_begin
+    sum_logprobs = ops.zeros((rows,), "float32")
+    if spec.mode == "beam":
+        return _beam_loop(
+            spec, next_logits, index, buffer, cache, sum_logprobs, sample_begin, limit, n_audio
+        )
+
+    def cond(index, tokens, cache, sum_logprobs, done):
+        return ops.logical_and(index < limit, ops.logical_not(ops.all(done)))
+
+    def body(index, tokens, cache, sum_logprobs, done):
+        logits, cache = next_logits(index, tokens, cache)
+        if spec.mode == "greedy":
+            chosen = ops.argmax(logits, axis=-1)
+        else:
+            chosen = keras.random.categorical(
+                logits / temperature, 1, dtype="int32", seed=_step_seed(seed, index)
+            )[:, 0]
+        chosen = ops.cast(chosen, "int32")
+        # log_softmax(logits)[chosen], without materialising the whole log-softmax.
+        chosen_logit = ops.take_along_axis(logits, chosen[:, None], axis=1)[:, 0]
+        logprob = chosen_logit - ops.logsumexp(logits, axis=-1)
+        sum_logprobs = sum_logprobs + ops.where(done, 0.0, logprob)
+        chosen = ops.where(done, spec.eot, chosen)
+        tokens = ops.slice_update(tokens, (0, index), chosen[:, None])
+        done = ops.logical_or(done, chosen == spec.eot)
+        return index + 1, tokens, cache, sum_logprobs, done
+
+    done = ops.zeros((rows,), "bool")
+    index, tokens, _, sum_logprobs, _ = ops.while_loop(
+        cond, body, (index, buffer, cache, sum_logprobs, done)
+    )
+    return index, tokens, sum_logprobs
+
+
+def _beam_loop(spec, next_logits, index, tokens, cache, sum_logprobs, sample_begin, limit, n_audio):
+    beams, keep = spec.group, spec.max_candidates
+    per_beam = beams + 1
+    num_candidates = beams * per_beam
+    rows, length = ops.shape(tokens)
+    audio_offset = ops.arange(n_audio, dtype="int32")[:, None] * beams
+    beam_of_row = ops.arange(rows, dtype="int32") % beams
+
+    def cond(index, tokens, cache, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count):
+        return ops.logical_and(index < limit, ops.logical_not(ops.all(fin_count >= keep)))
+
+    def body(index, tokens, cache, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count):
+        logits, cache = next_logits(index, tokens, cache)
+        logprobs = ops.log_softmax(logits, axis=-1)
+        top_logprobs, top_ids = ops.top_k(logprobs, per_beam)
+        scores = sum_logprobs[:, None] + top_logprobs
+        # First step: the beams are copies; OpenAI's tuple-keyed merge keeps one set.
+        valid = ops.logical_or(index != sample_begin, beam_of_row == 0)
+        scores = ops.where(valid[:, None], scores, filters.NEG_INF)
+        scores = ops.reshape(scores, (n_audio, num_candidates))
+        ids = ops.reshape(ops.cast(top_ids, "int32"), (n_audio, num_candidates))
+        sorted_scores, order = ops.top_k(scores, num_candidates)
+        order = ops.cast(order, "int32")
+        sorted_ids = ops.take_along_axis(ids, order, axis=1)
+        source = order // per_beam  # beam within the audio
+
+        # Walk down the sorted list: EOT candidates finish, others fill the beams,
+        # and the walk stops once `beams` live candidates are found.
+        is_eot = sorted_ids == spec.eot
+        not_eot = ops.cast(ops.logical_not(is_eot), "int32")
+        live_rank = ops.cumsum(not_eot, axis=1)  # inclusive count of live candidates
+        is_live = ops.logical_and(ops.logical_not(is_eot), live_rank <= beams)
+        is_finished = ops.logical_and(is_eot, live_rank - not_eot < beams)
+
+        slots = ops.arange(1, beams + 1, dtype="int32")[None, None, :]
+        pick = ops.logical_and(is_live[:, :, None], live_rank[:, :, None] == slots)
+        chosen = ops.argmax(ops.cast(pick, "int32"), axis=1)  # (n_audio, beams)
+        new_ids = ops.take_along_axis(sorted_ids, chosen, axis=1)
+        new_scores = ops.take_along_axis(sorted_scores, chosen, axis=1)
+        new_rows = ops.reshape(ops.take_along_axis(source, chosen, axis=1) + audio_offset, (-1,))
+
+        # Newly finished candidates, best first, until the audio has `keep` of them.
+        finished = ops.cast(is_finished, "int32")
+        slot = fin_count[:, None] + ops.cumsum(finished, axis=1) - finished
+        accept = ops.logical_and(is_finished, slot < keep)
+        match = ops.logical_and(
+            accept[:, :, None], slot[:, :, None] == ops.arange(keep, dtype="int32")[None, None]
+        )
+        filled = ops.any(match, axis=1)  # (n_audio, keep)
+        which = ops.argmax(ops.cast(match, "int32"), axis=1)
+        finished_rows = ops.take_along_axis(source, which, axis=1) + audio_offset
+        finished_tokens = ops.take(tokens, ops.reshape(finished_rows, (-1,)), axis=0)
+        finished_tokens = ops.reshape(finished_tokens, (n_audio, keep, length))
+        fin_tokens = ops.where(filled[:, :, None], finished_tokens, fin_tokens)
+        fin_scores = ops.where(
+            filled, ops.take_along_axis(sorted_scores, which, axis=1), fin_scores
+        )
+        fin_end = ops.where(filled, index, fin_end)
+        fin_count = fin_count + ops.sum(ops.cast(accept, "int32"), axis=1)
+
+        tokens = ops.take(tokens, new_rows, axis=0)
+        tokens = ops.slice_update(tokens, (0, index), ops.reshape(new_ids, (rows, 1)))
+        cache = ops.take(cache, new_rows, axis=2)
+        sum_logprobs = ops.reshape(new_scores, (rows,))
+        return index + 1, tokens, cache, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count
+
+    state = (
+        index,
+        tokens,
+        cache,
+        sum_logprobs,
+        ops.zeros((n_audio, keep, length), "int32"),
+        ops.zeros((n_audio, keep), "float32"),
+        ops.zeros((n_audio, keep), "int32"),
+        ops.zeros((n_audio,), "int32"),
+    )
+    index, tokens, _, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count = ops.while_loop(
+        cond, body, state
+    )
+    return index, tokens, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count
+
+
+def _step_seed(seed, index):
+    """The seed of one sampling step: a JAX key from (seed, step), else the SeedGenerator."""
+    if keras.backend.backend() == "jax":
+        step = ops.cast(index, "uint32")
+        return ops.stack([seed[0], seed[1] + step])
+    return seed
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side: inputs, prompts, results.
+# ---------------------------------------------------------------------------------------------
+
+
+def _encoder_output(backbone, features_or_encoder_output):
+    """The encoder output of a batch of windows, `(batch, positions, hidden_dim)`."""
+    x = features_or_encoder_output
+    shape = tuple(x.shape)
+    if len(shape) == 2:
+        x = ops.expand_dims(ops.convert_to_tensor(x), 0)
+        shape = (1,) + shape
+    if len(shape) != 3:
+        raise ValueError(
+            "Expected log-mel features `(batch, frames, num_mels)` or encoder outputs "
+            f"`(batch, positions, hidden_dim)`; got an array of shape {shape}."
+        )
+    positions = backbone.max_encoder_sequence_length // 2
+    if shape[1:] == (positions, backbone.hidden_dim):
+        return ops.convert_to_tensor(x, backbone.compute_dtype)
+    if shape[-1] != backbone.num_mels:
+        raise ValueError(
+            f"Expected log-mel features `(batch, frames, {backbone.num_mels})` or encoder "
+            f"outputs `(batch, {positions}, {backbone.hidden_dim})`; got shape {shape}. "
+            "Features are time-major: transpose `(batch, mels, frames)` arrays."
+        )
+    if shape[1] > backbone.max_encoder_sequence_length:
+        raise ValueError(
+            f"The features have {shape[1]} frames, more than one window "
+            f"({backbone.max_encoder_sequence_length}). Split the audio into 30-s windows "
+            "(`keras_whisper.audio.pad_or_trim`)."
+        )
+    features = ops.convert_to_tensor(x, "float32")
+    return _run(backbone, ("encode",), _encode_stage, features)
+
+
+def _language_probs(backbone, tokenizer, cross_cache, batch: int):
+    sot_ids = np.full((batch, 1), tokenizer.sot, dtype="int32")
+    mask = filters.token_mask(backbone.vocabulary_size, tokenizer.all_language_tokens)
+    probs = _run(backbone, ("language",), _language_stage, cross_cache, sot_ids, mask)
+    probs = _to_numpy(probs)[:, list(tokenizer.all_language_tokens)]
+    codes = tokenizer.all_language_codes
+    tokens = [tokenizer.all_language_tokens[int(i)] for i in probs.argmax(axis=-1)]
+    dicts = [{code: float(p) for code, p in zip(codes, row, strict=True)} for row in probs]
+    return tokens, dicts
+
+
+def detect_language(
+    backbone, tokenizer, features_or_encoder_output
+) -> tuple[list[int], list[dict[str, float]]]:
+    """Detect the spoken language of each window (OpenAI's `detect_language`).
+
+    Runs the decoder on `<|startoftranscript|>` alone, keeps the logits of the
+    language tokens and takes their softmax.
+
+    Args:
+        backbone: a multilingual `WhisperBackbone`.
+        tokenizer: its `WhisperTokenizer`.
+        features_or_encoder_output: log-mel features `(batch, frames, num_mels)`
+            (one 30-s window each, time-major) or encoder outputs
+            `(batch, 1500, hidden_dim)`.
+
+    Returns:
+        `(language_tokens, language_probs)`: the most likely language token of
+        each window, and for each window a dict from language code to probability.
+
+    Examples:
+    ```python
+    tokens, probs = detect_language(backbone, tokenizer, features)
+    max(probs[0], key=probs[0].get)  # "en"
+    ```
+    """
+    if not tokenizer.is_multilingual:
+        raise ValueError(
+            "This model is English-only: it has no language tokens, so it cannot detect "
+            "the language. Use a multilingual model (e.g. 'whisper_base_multi')."
+        )
+    encoder_output = _encoder_output(backbone, features_or_encoder_output)
+    cross_cache = _run(backbone, ("cross",), _cross_stage, encoder_output)
+    return _language_probs(backbone, tokenizer, cross_cache, int(encoder_output.shape[0]))
+
+
+def _text_tokens(tokenizer, value) -> list[int]:
+    if isinstance(value, str):
+        return tokenizer.encode(" " + value.strip())
+    return [int(t) for t in value]
+
+
+def _initial_tokens(tokenizer, options: DecodingOptions, language, n_ctx: int, sample_len: int):
+    """OpenAI's initial tokens: [sot_prev, prompt...] + sot sequence + prefix."""
+    task = options.task
+    sot_sequence = list(tokenizer.sot_sequence(language, task))
+    if options.without_timestamps:
+        sot_sequence.append(tokenizer.no_timestamps)
+    tokens = list(sot_sequence)
+    if options.prefix:
+        prefix = _text_tokens(tokenizer, options.prefix)
+        max_prefix_len = n_ctx // 2 - sample_len
+        if max_prefix_len > 0:
+            prefix = prefix[-max_prefix_len:]
+        tokens += prefix
+    sot_index = 0
+    if options.prompt:
+        prompt = _text_tokens(tokenizer, options.prompt)
+        prompt = [tokenizer.sot_prev] + prompt[-(n_ctx // 2 - 1) :]
+        sot_index = len(prompt)
+        tokens = prompt + tokens
+    return tokens, sot_index
+
+
+def _bucket(length: int, n_ctx: int) -> int:
+    for size in PROMPT_BUCKETS:
+        if size >= length:
+            return min(size, n_ctx)
+    return n_ctx
+
+
+def _rank(candidates, length_penalty) -> int:
+    """OpenAI's `MaximumLikelihoodRanker`: the index of the best `(tokens, logprob)`."""
+    scores = []
+    for tokens, logprob in candidates:
+        length = len(tokens)
+        if length_penalty is None:
+            penalty = length
+        else:
+            penalty = ((5 + length) / 6) ** length_penalty
+        scores.append(logprob / penalty if penalty else logprob)
+    return int(np.argmax(scores))
+
+
+def _until_eot(tokens: np.ndarray, eot: int) -> list[int]:
+    ends = np.flatnonzero(tokens == eot)
+    return tokens[: ends[0]].tolist() if ends.size else tokens.tolist()
+
+
+def compression_ratio(text: str) -> float:
+    """OpenAI's repetition measure: `len(utf8) / len(zlib.compress(utf8))` of a text.
+
+    Args:
+        text: string. A transcript.
+
+    Returns:
+        The ratio; above 2.4 `transcribe()` treats the result as a repetition loop.
+
+    Examples:
+    ```python
+    compression_ratio("ha " * 100)  # about 20
+    ```
+    """
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data))
+
+
+def _check_model(backbone, tokenizer) -> None:
+    if tokenizer.vocabulary_size() != backbone.vocabulary_size:
+        raise ValueError(
+            f"The tokenizer has {tokenizer.vocabulary_size()} tokens but the backbone "
+            f"{backbone.vocabulary_size}: load both from the same preset."
+        )
+
+
+def generate(
+    backbone,
+    tokenizer,
+    features_or_encoder_output,
+    options: DecodingOptions | None = None,
+    *,
+    seed: int | None = None,
+) -> list[DecodingResult]:
+    """Decode a batch of 30-second windows, as openai-whisper's `decode()`.
+
+    Builds the initial tokens (`[<|startofprev|>, prompt...]`, the
+    start-of-transcript sequence, `<|notimestamps|>` when asked, the prefix),
+    detects the language of multilingual windows when `options.language` is
+    `None`, then decodes greedily, by sampling (`temperature > 0`, `best_of`
+    samples) or by beam search (`beam_size`, `patience`), applying OpenAI's logit
+    rules at every step, and ranks the candidates of each window.
+
+    Args:
+        backbone: a `WhisperBackbone`.
+        tokenizer: the `WhisperTokenizer` of the same preset.
+        features_or_encoder_output: log-mel features `(batch, frames, num_mels)`,
+            one 30-s window per row, time-major (e.g. `log_mel_spectrogram(
+            pad_or_trim(audio))[None]`), or encoder outputs
+            `(batch, 1500, hidden_dim)`. A single window may omit the batch axis.
+        options: `DecodingOptions`. Defaults to `DecodingOptions()`: greedy, with
+            timestamps.
+        seed: int. Seed of the sampler when `options.temperature > 0`. Defaults to
+            `None`: drawn from NumPy's global generator.
+
+    Returns:
+        A list of `DecodingResult`, one per window.
+
+    Examples:
+    ```python
+    backbone = WhisperBackbone.from_preset("whisper_tiny_en")
+    tokenizer = WhisperTokenizer.from_preset("whisper_tiny_en")
+    audio = keras_whisper.audio.load_audio("jfk.wav")
+    features = keras_whisper.audio.log_mel_spectrogram(pad_or_trim(audio))[None]
+    result = generate(backbone, tokenizer, features, DecodingOptions(beam_size=5))[0]
+    result.text  # "And so my fellow Americans, ask not what your country ..."
+    ```
+    """
+    options = DecodingOptions() if options is None else options
+    if not isinstance(options, DecodingOptions):
+        raise ValueError(f"`options` must be a DecodingOptions; got {type(options).__name__}.")
+    _check_model(backbone, tokenizer)
+    n_ctx = backbone.max_decoder_sequence_length
+    sample_len = options.sample_len or n_ctx // 2
+    vocab = backbone.vocabulary_size
+
+    if len(features_or_encoder_output.shape) == 3 and features_or_encoder_output.shape[0] == 0:
+        return []
+    encoder_output = _encoder_output(backbone, features_or_encoder_output)
+    n_audio = int(encoder_output.shape[0])
+    cross_cache = _run(backbone, ("cross",), _cross_stage, encoder_output)
+
+    # Language and the initial tokens (one row per audio; only the language differs).
+    language_probs = None
+    if tokenizer.is_multilingual and options.language is None:
+        language_tokens, language_probs = _language_probs(backbone, tokenizer, cross_cache, n_audio)
+        codes = dict(zip(tokenizer.all_language_tokens, tokenizer.all_language_codes, strict=True))
+        languages = [codes[t] for t in language_tokens]
+    else:
+        language = options.language or "en"
+        if tokenizer.is_multilingual:
+            tokenizer.language_token(language)  # validates
+            code = tokenizer.all_language_codes[
+                tokenizer.all_language_tokens.index(tokenizer.language_token(language))
+            ]
+        else:
+            tokenizer.sot_sequence(language, options.task)  # refuses non-English
+            code = "en"
+        languages = [code] * n_audio
+    rows = [
+        _initial_tokens(tokenizer, options, languages[i], n_ctx, sample_len) for i in range(n_audio)
+    ]
+    sot_index = rows[0][1]
+    initial = np.array([r[0] for r in rows], dtype="int32")
+    sample_begin = initial.shape[1]
+    if sample_begin > n_ctx:
+        raise ValueError(
+            f"The initial tokens (prompt, start sequence and prefix) are {sample_begin} "
+            f"long, more than the decoder's context of {n_ctx}. Shorten the prefix."
+        )
+    if initial.size and initial.max() >= vocab:
+        raise ValueError(f"Prompt or prefix token ids must be below {vocab}.")
+
+    # Prefill.
+    padded = _bucket(sample_begin, n_ctx)
+    prompt = np.full((n_audio, padded), tokenizer.eot, dtype="int32")
+    prompt[:, :sample_begin] = initial
+    self_cache, no_speech = _run(
+        backbone,
+        ("prefill",),
+        _prefill_stage,
+        cross_cache,
+        prompt,
+        np.int32(sot_index),
+        np.int32(tokenizer.no_speech),
+    )
+
+    # The loop.
+    if options.beam_size is not None:
+        mode, group = "beam", options.beam_size
+    elif options.temperature > 0:
+        mode, group = "sample", options.best_of or 1
+    else:
+        mode, group = "greedy", 1
+    max_candidates = round(group * (options.patience or 1.0)) if mode == "beam" else 0
+    suppress_ids = filters.suppressed_token_ids(tokenizer, options.suppress_tokens)
+    spec = _Spec(
+        mode=mode,
+        group=group,
+        max_candidates=max_candidates,
+        timestamps=not options.without_timestamps,
+        blank=bool(options.suppress_blank),
+        suppress=suppress_ids is not None,
+        eot=tokenizer.eot,
+        timestamp_begin=tokenizer.timestamp_begin,
+        no_timestamps=tokenizer.no_timestamps,
+    )
+    buffer = np.zeros((n_audio, n_ctx + 1), dtype="int32")
+    buffer[:, :sample_begin] = initial
+    limit = min(sample_begin + sample_len, n_ctx + 1)
+    if options.max_initial_timestamp:
+        precision = CHUNK_LENGTH / (backbone.max_encoder_sequence_length // 2)
+        max_initial_index = round(options.max_initial_timestamp / precision)
+    else:
+        max_initial_index = filters.NO_LIMIT
+    if seed is None:
+        seed = int(np.random.randint(0, 2**31 - 1))
+    if keras.backend.backend() == "jax":
+        seed_arg = np.array([seed & 0xFFFFFFFF, 0], dtype="uint32")
+    else:
+        seed_arg = keras.random.SeedGenerator(seed)
+    outputs = _run(
+        backbone,
+        ("loop", spec),
+        functools.partial(_loop_stage, spec=spec),
+        cross_cache,
+        self_cache,
+        buffer,
+        np.int32(sample_begin),
+        np.int32(limit),
+        filters.token_mask(vocab, suppress_ids or ()),
+        filters.token_mask(vocab, filters.blank_token_ids(tokenizer)),
+        np.int32(max_initial_index),
+        np.float32(max(options.temperature, 1e-6)),
+        seed_arg,
+    )
+    outputs = [_to_numpy(x) for x in outputs]
+    no_speech = _to_numpy(no_speech)
+    end, tokens, sum_logprobs = int(outputs[0]), outputs[1], outputs[2]
+
+    results = []
+    for a in range(n_audio):
+        if mode == "beam":
+            candidates = _beam_candidates(a, group, outputs, sample_begin, tokenizer.eot)
+        else:
+            candidates = [
+                (
+                    _until_eot(tokens[a * group + j, sample_begin:end], tokenizer.eot),
+                    float(sum_logprobs[a * group + j]),
+                )
+                for j in range(group)
+            ]
+        best_tokens, best_logprob = candidates[_rank(candidates, options.length_penalty)]
+        text = tokenizer.decode(best_tokens).strip()
+        results.append(
+            DecodingResult(
+                tokens=best_tokens,
+                text=text,
+                avg_logprob=best_logprob / (len(best_tokens) + 1),
+                sum_logprob=best_logprob,
+                no_speech_prob=float(no_speech[a]),
+                temperature=float(options.temperature),
+                compression_ratio=compression_ratio(text),
+                language=languages[a],
+                language_probs=None if language_probs is None else language_probs[a],
+            )
+        )
+    return results
+
+
+def _beam_candidates(audio: int, beams: int, outputs: Sequence[Any], sample_begin: int, eot: int):
+    """OpenAI's `BeamSearchDecoder.finalize` for one audio: finished, then best live beams."""
+    end, tokens, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count = outputs
+    end = int(end)
+    count = min(int(fin_count[audio]), fin_scores.shape[1])
+    candidates = [
+        (
+            _until_eot(fin_tokens[audio, m, sample_begin : fin_end[audio, m]], eot),
+            float(fin_scores[audio, m]),
+        )
+        for m in range(count)
+    ]
+    if len(candidates) < beams:
+        live = sum_logprobs[audio * beams : (audio + 1) * beams]
+        for j in list(np.argsort(live))[::-1]:
+            row = tokens[audio * beams + j, sample_begin:end]
+            candidates.append((_until_eot(row, eot), float(live[j])))
+            if len(candidates) >= beams:
+                break
+    return candidates

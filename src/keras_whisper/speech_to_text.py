@@ -1,0 +1,121 @@
+"""`WhisperSpeechToText`: the speech-to-text task (backbone + audio + tokenizer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_whisper.audio import WhisperAudioConverter, load_audio
+from keras_whisper.backbone import WhisperBackbone
+from keras_whisper.decoding import DecodingOptions, DecodingResult, generate
+from keras_whisper.tokenizer import WhisperTokenizer
+from keras_whisper.transcription import TranscriptionResult, transcribe, transcribe_segments
+
+
+class WhisperSpeechToText(keras.Model):
+    """Whisper speech recognition and translation: audio in, text out.
+
+    A keras-hub-style task: a `WhisperBackbone`, its `WhisperAudioConverter`
+    and `WhisperTokenizer`. As a Keras model it maps the backbone's inputs to
+    next-token logits through the tied embedding, so `compile()` + `fit()`
+    fine-tune it with a sparse cross-entropy. `generate()` decodes 30-s
+    windows with a KV-cached loop compiled once per shape; `transcribe()`
+    handles audio of any length with OpenAI's seek loop.
+
+    Args:
+        backbone: a `WhisperBackbone`.
+        tokenizer: a `WhisperTokenizer` (needed for `generate`/`transcribe`).
+        audio_converter: a `WhisperAudioConverter`; defaults to one with the
+            backbone's number of mel bins.
+
+    Examples:
+    ```python
+    model = keras_whisper.WhisperSpeechToText.from_preset("whisper_tiny_en")
+    result = model.transcribe("speech.wav")
+    print(result.text)
+    for segment in result.segments:
+        print(segment.start, segment.end, segment.text)
+    ```
+    """
+
+    def __init__(
+        self,
+        backbone: WhisperBackbone,
+        tokenizer: WhisperTokenizer | None = None,
+        audio_converter: WhisperAudioConverter | None = None,
+        **kwargs,
+    ):
+        inputs = backbone.input
+        hidden = backbone(inputs)["decoder_sequence_output"]
+        logits = backbone.token_embedding(hidden, reverse=True)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.audio_converter = audio_converter or WhisperAudioConverter(num_mels=backbone.num_mels)
+
+    @classmethod
+    def from_preset(cls, preset: str, load_weights: bool = True, **kwargs) -> WhisperSpeechToText:
+        """Load the backbone, tokenizer and audio converter of a preset.
+
+        Args:
+            preset: a built-in name, a local directory (any supported
+                checkpoint format), or an `hf://` / `kaggle://` handle.
+            load_weights: load the weights (`True`) or initialise randomly.
+            **kwargs: backbone config overrides, e.g. `dtype="bfloat16"`.
+        """
+        backbone = WhisperBackbone.from_preset(preset, load_weights=load_weights, **kwargs)
+        tokenizer = WhisperTokenizer.from_preset(preset)
+        audio_converter = WhisperAudioConverter.from_preset(preset)
+        return cls(backbone, tokenizer, audio_converter)
+
+    def save_to_preset(self, preset_dir, overwrite: bool = False) -> None:
+        """Save backbone, tokenizer and audio converter as one preset directory."""
+        self.backbone.save_to_preset(preset_dir, overwrite=overwrite)
+        if self.tokenizer is not None:
+            self.tokenizer.save_to_preset(preset_dir, overwrite=overwrite)
+        self.audio_converter.save_to_preset(preset_dir, overwrite=overwrite)
+
+    def _require_tokenizer(self) -> WhisperTokenizer:
+        if self.tokenizer is None:
+            raise ValueError(
+                "This WhisperSpeechToText has no tokenizer: build it with from_preset() or "
+                "pass tokenizer= to decode text."
+            )
+        return self.tokenizer
+
+    def generate(self, audio, **options: Any) -> list[DecodingResult]:
+        """Decode 30-s windows: one waveform, a batch of them, or log-mel features.
+
+        Args:
+            audio: a path/bytes/array of 16 kHz audio (one window; longer audio
+                is cut to 30 s: use `transcribe`), a list of them, or features
+                `(batch, 3000, num_mels)`.
+            **options: `DecodingOptions` fields (language, task, temperature,
+                beam_size, best_of, patience, length_penalty, prompt, prefix,
+                suppress_tokens, suppress_blank, without_timestamps,
+                max_initial_timestamp, sample_len).
+
+        Returns:
+            One `DecodingResult` per window.
+        """
+        tokenizer = self._require_tokenizer()
+        if isinstance(audio, np.ndarray) and audio.ndim == 3:
+            features = audio.astype("float32")
+        else:
+            items = audio if isinstance(audio, (list, tuple)) else [audio]
+            waves = [load_audio(item) for item in items]
+            features = keras.ops.convert_to_numpy(self.audio_converter(waves))
+            features = np.asarray(features, "float32").reshape(
+                len(waves), -1, self.backbone.num_mels
+            )
+        return generate(self.backbone, tokenizer, features, DecodingOptions(**options))
+
+    def transcribe(self, audio, **kwargs: Any) -> TranscriptionResult:
+        """Transcribe audio of any length (see `transcription.transcribe_segments`)."""
+        return transcribe(self.backbone, self._require_tokenizer(), audio, **kwargs)
+
+    def transcribe_segments(self, audio, **kwargs: Any):
+        """Like `transcribe`, but returns `(segment generator, info)` to stream."""
+        return transcribe_segments(self.backbone, self._require_tokenizer(), audio, **kwargs)

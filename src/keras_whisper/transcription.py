@@ -1,0 +1,323 @@
+"""Long-form transcription: OpenAI's sequential 30-s seek loop.
+
+`transcribe_segments` yields segments lazily as each window is decoded (long
+files stream); `transcribe` collects them into a `TranscriptionResult`. The
+algorithm is openai-whisper's `transcribe()`:
+
+- log-mel of the whole file with 30 s of padding, normalised over all of it;
+- language detection on the first window when a multilingual model is given
+  no language;
+- for each window at `seek`: the window's features zero-padded to 3000 frames,
+  the previous text as prompt, decoding with temperature fallback (compression
+  ratio > 2.4 or average log-probability < -1.0 try the next temperature,
+  unless the window looks silent: no-speech probability > 0.6);
+- windows judged silent are skipped; otherwise the tokens are split into
+  segments at consecutive timestamp pairs and `seek` moves to the last complete
+  timestamp (or the end of the window);
+- the prompt is reset when `condition_on_previous_text` is off or a window
+  needed a temperature above 0.5.
+
+This module touches the model only through `decoding.generate` and
+`decoding.detect_language`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from keras_whisper.audio import (
+    FRAMES_PER_SECOND,
+    HOP_LENGTH,
+    N_FRAMES,
+    N_SAMPLES,
+    SAMPLE_RATE,
+    load_audio,
+    log_mel_spectrogram,
+    pad_or_trim,
+)
+from keras_whisper.decoding import DecodingOptions, DecodingResult, detect_language, generate
+
+INPUT_STRIDE = 2  # mel frames per encoder position (= per timestamp step of 0.02 s)
+TIME_PRECISION = INPUT_STRIDE * HOP_LENGTH / SAMPLE_RATE  # 0.02 s
+
+
+@dataclasses.dataclass
+class Segment:
+    """One transcribed segment, as openai-whisper reports it."""
+
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class TranscriptionResult:
+    """The transcript of one file: `text`, `language` (+ probability), `segments`."""
+
+    text: str
+    language: str | None
+    language_probability: float | None
+    segments: list[Segment]
+    duration: float
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "language": self.language,
+            "language_probability": self.language_probability,
+            "duration": self.duration,
+            "segments": [s.to_dict() for s in self.segments],
+        }
+
+
+@dataclasses.dataclass
+class TranscriptionInfo:
+    """What is known before the first segment: language and duration."""
+
+    language: str | None
+    language_probability: float | None
+    duration: float
+
+
+def _temperatures(temperature: float | Sequence[float]) -> tuple[float, ...]:
+    if isinstance(temperature, (int, float)):
+        return (float(temperature),)
+    values = tuple(float(t) for t in temperature)
+    if not values:
+        raise ValueError("`temperature` must hold at least one value.")
+    return values
+
+
+def decode_with_fallback(
+    backbone,
+    tokenizer,
+    features: np.ndarray,
+    options: DecodingOptions,
+    temperatures: Sequence[float],
+    compression_ratio_threshold: float | None = 2.4,
+    logprob_threshold: float | None = -1.0,
+    no_speech_threshold: float | None = 0.6,
+) -> DecodingResult:
+    """Decode one window, retrying at higher temperatures when the result looks wrong.
+
+    At temperature 0 `best_of` is dropped; above 0 `beam_size` and `patience`
+    are. If every temperature fails, the last result is returned (as
+    openai-whisper does).
+    """
+    result = None
+    for temperature in temperatures:
+        changes: dict[str, Any] = {"temperature": temperature}
+        if temperature > 0:
+            changes.update(beam_size=None, patience=None)
+        else:
+            changes.update(best_of=None)
+        result = generate(backbone, tokenizer, features, dataclasses.replace(options, **changes))[0]
+        needs_fallback = False
+        if (
+            compression_ratio_threshold is not None
+            and result.compression_ratio > compression_ratio_threshold
+        ):
+            needs_fallback = True
+        if logprob_threshold is not None and result.avg_logprob < logprob_threshold:
+            needs_fallback = True
+        if (
+            no_speech_threshold is not None
+            and result.no_speech_prob > no_speech_threshold
+            and logprob_threshold is not None
+            and result.avg_logprob < logprob_threshold
+        ):
+            needs_fallback = False  # silence: keep the result, the window is skipped
+        if not needs_fallback:
+            break
+    return result
+
+
+def transcribe_segments(
+    backbone,
+    tokenizer,
+    audio,
+    *,
+    language: str | None = None,
+    task: str = "transcribe",
+    temperature: float | Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+    compression_ratio_threshold: float | None = 2.4,
+    logprob_threshold: float | None = -1.0,
+    no_speech_threshold: float | None = 0.6,
+    condition_on_previous_text: bool = True,
+    initial_prompt: str | None = None,
+    progress: Callable[[float], None] | None = None,
+    **decode_options: Any,
+) -> tuple[Iterator[Segment], TranscriptionInfo]:
+    """Transcribe audio of any length, yielding segments as windows are decoded.
+
+    Args:
+        backbone: a `WhisperBackbone` with real weights.
+        tokenizer: its `WhisperTokenizer`.
+        audio: a path, bytes, file object or 16 kHz mono float array.
+        language: a language code or name; `None` detects it (multilingual
+            models) or uses English (`.en` models).
+        task: `"transcribe"` or `"translate"` (to English; multilingual only).
+        temperature: one temperature, or the fallback sequence.
+        compression_ratio_threshold: retry when the text's gzip compression
+            ratio is above this.
+        logprob_threshold: retry when the average log-probability is below this.
+        no_speech_threshold: with a low log-probability, treat a window whose
+            no-speech probability is above this as silence and skip it.
+        condition_on_previous_text: give the previous window's text as prompt.
+        initial_prompt: text to prompt the first window with.
+        progress: called with the number of seconds of audio done so far.
+        **decode_options: `DecodingOptions` fields (beam_size, best_of,
+            patience, length_penalty, suppress_tokens, suppress_blank,
+            without_timestamps, max_initial_timestamp, prefix).
+
+    Returns:
+        `(segments, info)`: a generator of `Segment`s and a
+        `TranscriptionInfo` (language and its probability, duration).
+    """
+    waveform = load_audio(audio)
+    mel = log_mel_spectrogram(waveform, backbone.num_mels, padding=N_SAMPLES)
+    content_frames = mel.shape[0] - N_FRAMES
+    duration = content_frames / FRAMES_PER_SECOND
+
+    language_probability = None
+    if tokenizer.is_multilingual:
+        if language is None:
+            # openai-whisper detects on the first window of the padded-audio mel.
+            first = pad_or_trim(mel, N_FRAMES, axis=0)[None].astype("float32")
+            _, probabilities = detect_language(backbone, tokenizer, first)
+            language = max(probabilities[0], key=probabilities[0].get)
+            language_probability = float(probabilities[0][language])
+    else:
+        if task == "translate":
+            raise ValueError(
+                "This model is English-only: it cannot translate. Use a multilingual preset "
+                "(e.g. whisper_base_multi) for task='translate'."
+            )
+        if language not in (None, "en", "english", "English"):
+            raise ValueError(
+                f"This model is English-only; language={language!r} is not possible. Use a "
+                "multilingual preset for other languages."
+            )
+        language = "en"
+    options = DecodingOptions(task=task, language=language, **decode_options)
+    temperatures = _temperatures(temperature)
+
+    def segments() -> Iterator[Segment]:
+        ts_begin = tokenizer.timestamp_begin
+        seek = 0
+        all_tokens: list[int] = []
+        prompt_reset_since = 0
+        if initial_prompt:
+            all_tokens.extend(tokenizer.encode(" " + initial_prompt.strip()))
+        next_id = 0
+        while seek < content_frames:
+            time_offset = seek / FRAMES_PER_SECOND
+            segment_size = min(N_FRAMES, content_frames - seek)
+            window = pad_or_trim(mel[seek : seek + segment_size], N_FRAMES, axis=0)
+            prompt = all_tokens[prompt_reset_since:]
+            result = decode_with_fallback(
+                backbone,
+                tokenizer,
+                window[None].astype("float32"),
+                dataclasses.replace(options, prompt=prompt or None),
+                temperatures,
+                compression_ratio_threshold,
+                logprob_threshold,
+                no_speech_threshold,
+            )
+            if no_speech_threshold is not None and result.no_speech_prob > no_speech_threshold:
+                if logprob_threshold is None or result.avg_logprob <= logprob_threshold:
+                    seek += segment_size  # silence: nothing to report
+                    if progress:
+                        progress(min(seek, content_frames) / FRAMES_PER_SECOND)
+                    continue
+
+            tokens = np.asarray(result.tokens, dtype=np.int64)
+            is_timestamp = tokens >= ts_begin
+            single_timestamp_ending = is_timestamp[-2:].tolist() == [False, True]
+            consecutive = np.where(is_timestamp[:-1] & is_timestamp[1:])[0] + 1
+            pieces: list[tuple[float, float, np.ndarray]] = []
+            if len(consecutive) > 0:
+                slices = consecutive.tolist()
+                if single_timestamp_ending:
+                    slices.append(len(tokens))
+                last_slice = 0
+                for current in slices:
+                    piece = tokens[last_slice:current]
+                    start = time_offset + (int(piece[0]) - ts_begin) * TIME_PRECISION
+                    end = time_offset + (int(piece[-1]) - ts_begin) * TIME_PRECISION
+                    pieces.append((start, end, piece))
+                    last_slice = current
+                if single_timestamp_ending:
+                    seek += segment_size
+                else:
+                    seek += (int(tokens[last_slice - 1]) - ts_begin) * INPUT_STRIDE
+            else:
+                end = segment_size / FRAMES_PER_SECOND
+                stamps = tokens[is_timestamp]
+                if len(stamps) > 0 and int(stamps[-1]) != ts_begin:
+                    end = (int(stamps[-1]) - ts_begin) * TIME_PRECISION
+                pieces.append((time_offset, time_offset + end, tokens))
+                seek += segment_size
+
+            for start, end, piece in pieces:
+                text_tokens = [int(t) for t in piece if t < tokenizer.eot]
+                text = tokenizer.decode(text_tokens)
+                kept = [int(t) for t in piece]
+                if start == end or not text.strip():
+                    text, kept = "", []
+                all_tokens.extend(kept)
+                segment = Segment(
+                    id=next_id,
+                    seek=int(seek),
+                    start=round(start, 3),
+                    end=round(end, 3),
+                    text=text,
+                    tokens=kept,
+                    temperature=result.temperature,
+                    avg_logprob=result.avg_logprob,
+                    compression_ratio=result.compression_ratio,
+                    no_speech_prob=result.no_speech_prob,
+                )
+                next_id += 1
+                yield segment
+            if not condition_on_previous_text or result.temperature > 0.5:
+                prompt_reset_since = len(all_tokens)
+            if progress:
+                progress(min(seek, content_frames) / FRAMES_PER_SECOND)
+
+    info = TranscriptionInfo(language, language_probability, duration)
+    return segments(), info
+
+
+def transcribe(backbone, tokenizer, audio, **kwargs: Any) -> TranscriptionResult:
+    """Transcribe audio of any length (see `transcribe_segments` for the arguments).
+
+    Returns:
+        A `TranscriptionResult`: the full `text`, the `language` and its
+        probability, the `segments` and the audio `duration`.
+    """
+    segments, info = transcribe_segments(backbone, tokenizer, audio, **kwargs)
+    collected = list(segments)
+    text = "".join(s.text for s in collected)
+    return TranscriptionResult(
+        text=text.strip() if text else "",
+        language=info.language,
+        language_probability=info.language_probability,
+        segments=collected,
+        duration=info.duration,
+    )
