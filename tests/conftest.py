@@ -89,3 +89,32 @@ def random_state_dict(config: dict, seed: int = 0) -> dict[str, np.ndarray]:
 @pytest.fixture
 def small_config():
     return dict(SMALL_CONFIG)
+
+
+DATA = REPO / "tests" / "data"
+# The seed: keras-hub's WhisperBackbone documentation page (a copy of shared/seed).
+SEED_PAGE = DATA / "seed" / "whisper_backbone.md"
+
+
+def audio_file(name: str) -> Path:
+    """A speech file: shipped in tests/data, else from shared/audio, else the test skips."""
+    if (DATA / name).is_file():
+        return DATA / name
+    shared = shared_dir()
+    if shared is not None and (shared / "audio" / name).is_file():
+        return shared / "audio" / name
+    pytest.skip(f"{name} is neither in tests/data nor in shared/audio")
+
+
+def reference_rows(model: str) -> dict[tuple[str, str], dict]:
+    """faster-whisper's outputs (shipped copy of shared/reference/faster_whisper.jsonl),
+    keyed by (file, config) for one model: "tiny.en-meetingnoter" or "base-solids"."""
+    import json
+
+    rows = {}
+    with open(DATA / "faster_whisper_reference.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            if row["model"] == model:
+                rows[row["file"], row["config"]] = row
+    return rows

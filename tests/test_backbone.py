@@ -7,7 +7,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import SMALL_CONFIG, random_state_dict, shared_dir
+from conftest import SEED_PAGE, SMALL_CONFIG, random_state_dict
 from numpy_reference import decode, encode, logits
 
 import keras_whisper
@@ -36,14 +36,10 @@ def small_inputs(batch=2, frames=37, tokens=9, seed=1, num_mels=16):
 
 def test_seed_example_runs_as_written():
     """The WhisperBackbone example of the seed page, with our import."""
-    page = shared_dir()
-    if page is not None:
-        text = (page / "seed" / "whisper_backbone.md").read_text()
-        block = re.search(r"```python\n(input_data = .*?)```", text, re.S).group(1)
-        assert "keras_hub.models.WhisperBackbone" in block
-        code = block.replace("keras_hub.models.", "keras_whisper.")
-    else:  # pragma: no cover - CI has shared/; keep the example runnable without it
-        pytest.skip("shared/seed not found; set KERAS_WHISPER_SHARED")
+    text = SEED_PAGE.read_text()
+    block = re.search(r"```python\n(input_data = .*?)```", text, re.S).group(1)
+    assert "keras_hub.models.WhisperBackbone" in block
+    code = block.replace("keras_hub.models.", "keras_whisper.")
     namespace = {"np": np, "keras_whisper": keras_whisper}
     exec(code, namespace)
     outputs = namespace["model"](namespace["input_data"])

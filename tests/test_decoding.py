@@ -22,7 +22,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import REPO, SMALL_CONFIG, random_state_dict, shared_dir
+from conftest import REPO, SMALL_CONFIG, audio_file, random_state_dict, reference_rows
 
 from keras_whisper import WhisperBackbone
 from keras_whisper.converters.mapping import assign_state_dict
@@ -587,20 +587,8 @@ TINY_FILES = [
 ]
 
 
-def _shared():
-    shared = shared_dir()
-    if shared is None:
-        pytest.skip("shared/ (audio and references) not found; set KERAS_WHISPER_SHARED")
-    return shared
-
-
 def _references(model):
-    rows = {}
-    for line in open(_shared() / "reference" / "faster_whisper.jsonl"):
-        row = json.loads(line)
-        if row["model"] == model:
-            rows[row["file"], row["config"]] = row
-    return rows
+    return reference_rows(model)
 
 
 def window_features(path):
@@ -614,7 +602,7 @@ def window_features(path):
 
 
 def _features(files):
-    return np.stack([window_features(_shared() / "audio" / f) for f in files])
+    return np.stack([window_features(audio_file(f)) for f in files])
 
 
 def _reference_tokens(row):
@@ -738,7 +726,7 @@ print(json.dumps({{"tokens": result.tokens, "avg_logprob": result.avg_logprob}})
 def test_torch_backend_gives_the_same_greedy_tokens(tiny_greedy_nots):
     pytest.importorskip("torch")
     results, _ = tiny_greedy_nots
-    path = str(_shared() / "audio" / "en_jfk.wav")
+    path = str(audio_file("en_jfk.wav"))
     script = TORCH_SCRIPT.format(tests=str(REPO / "tests"), path=path)
     env = {**os.environ, "KERAS_BACKEND": "torch"}
     done = subprocess.run(

@@ -8,7 +8,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import SMALL_CONFIG, random_state_dict, shared_dir
+from conftest import SEED_PAGE, SMALL_CONFIG, random_state_dict
 
 import keras_whisper
 from keras_whisper import Backbone, PresetError, WeightsError, WhisperBackbone, preset_io
@@ -37,10 +37,7 @@ def _shown(count: int, shown: str) -> str:
 
 
 def test_seed_table_is_parsed_from_the_seed_page():
-    page = shared_dir()
-    if page is None:
-        pytest.skip("shared/seed not found; set KERAS_WHISPER_SHARED")
-    text = (page / "seed" / "whisper_backbone.md").read_text()
+    text = SEED_PAGE.read_text()
     rows = re.findall(r"^\| (whisper_\w+)\s*\| ([\d.]+[MB])\s*\| (.+?)\s*\|$", text, re.M)
     assert {name: (params, desc) for name, params, desc in rows} == SEED_TABLE
 

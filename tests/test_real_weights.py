@@ -7,14 +7,13 @@ keras-hub's published numbers for `whisper_tiny_en`.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from conftest import REPO, shared_dir
+from conftest import REPO, reference_rows
 
 from keras_whisper import WhisperBackbone
 from keras_whisper.audio import N_FRAMES, N_SAMPLES, load_audio, log_mel_spectrogram, pad_or_trim
@@ -49,15 +48,8 @@ def _jfk_features():
 
 
 def _reference_tokens(model_name):
-    shared = shared_dir()
-    if shared is None:
-        pytest.skip("shared/reference not found; set KERAS_WHISPER_SHARED")
-    for line in open(shared / "reference" / "faster_whisper.jsonl"):
-        row = json.loads(line)
-        if row["model"] == model_name and row["file"] == "en_jfk.wav":
-            if row["config"] == "greedy_nots":
-                return [t for s in row["segments"] for t in s["tokens"]]
-    raise AssertionError(f"no reference for {model_name}")
+    row = reference_rows(model_name)["en_jfk.wav", "greedy_nots"]
+    return [t for s in row["segments"] for t in s["tokens"]]
 
 
 @pytest.fixture(scope="module", params=list(MODELS))

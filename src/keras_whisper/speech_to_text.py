@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_whisper.audio import WhisperAudioConverter, load_audio
+from keras_whisper.audio import WhisperAudioConverter, load_audio, pad_or_trim
 from keras_whisper.backbone import WhisperBackbone
 from keras_whisper.decoding import DecodingOptions, DecodingResult, generate
 from keras_whisper.tokenizer import WhisperTokenizer
@@ -89,9 +89,9 @@ class WhisperSpeechToText(keras.Model):
         """Decode 30-s windows: one waveform, a batch of them, or log-mel features.
 
         Args:
-            audio: a path/bytes/array of 16 kHz audio (one window; longer audio
-                is cut to 30 s: use `transcribe`), a list of them, or features
-                `(batch, 3000, num_mels)`.
+            audio: a path/bytes/array of 16 kHz audio (one window; of longer
+                audio only the first 30 s are decoded: use `transcribe`), a list
+                of them, or features `(batch, 3000, num_mels)`.
             **options: `DecodingOptions` fields (language, task, temperature,
                 beam_size, best_of, patience, length_penalty, prompt, prefix,
                 suppress_tokens, suppress_blank, without_timestamps,
@@ -105,12 +105,22 @@ class WhisperSpeechToText(keras.Model):
             features = audio.astype("float32")
         else:
             items = audio if isinstance(audio, (list, tuple)) else [audio]
-            waves = [load_audio(item) for item in items]
-            features = keras.ops.convert_to_numpy(self.audio_converter(waves))
-            features = np.asarray(features, "float32").reshape(
-                len(waves), -1, self.backbone.num_mels
-            )
+            features = np.stack([self.first_window(load_audio(item)) for item in items])
         return generate(self.backbone, tokenizer, features, DecodingOptions(**options))
+
+    def first_window(self, waveform: np.ndarray) -> np.ndarray:
+        """The features `transcribe()` decodes first: `(3000, num_mels)` float32.
+
+        The log-mel of the whole recording (normalised over all of it), its
+        first 30 s of frames, zero-padded after normalisation as in OpenAI's
+        and faster-whisper's `transcribe`. (Padding the audio before the
+        log-mel, as the converter's `__call__` does, gives slightly different
+        features at the end of a short recording.)
+        """
+        converter = self.audio_converter
+        mel = converter.whole_file_features(waveform)
+        content = mel.shape[0] - converter.num_frames
+        return pad_or_trim(mel[:content], converter.num_frames, axis=0).astype("float32")
 
     def transcribe(self, audio, **kwargs: Any) -> TranscriptionResult:
         """Transcribe audio of any length (see `transcription.transcribe_segments`)."""

@@ -102,6 +102,14 @@ def _temperatures(temperature: float | Sequence[float]) -> tuple[float, ...]:
     return values
 
 
+def _frame_peaks(waveform: np.ndarray, frames: int) -> np.ndarray:
+    """The loudest absolute sample in each of the first `frames` hops (zeros past the end)."""
+    padded = np.zeros(frames * HOP_LENGTH, dtype=np.float32)
+    count = min(waveform.shape[0], padded.shape[0])
+    padded[:count] = np.abs(waveform[:count])
+    return padded.reshape(frames, HOP_LENGTH).max(axis=1) if frames else padded
+
+
 def decode_with_fallback(
     backbone,
     tokenizer,
@@ -159,6 +167,7 @@ def transcribe_segments(
     no_speech_threshold: float | None = 0.6,
     condition_on_previous_text: bool = True,
     initial_prompt: str | None = None,
+    silence_threshold_db: float | None = -70.0,
     progress: Callable[[float], None] | None = None,
     **decode_options: Any,
 ) -> tuple[Iterator[Segment], TranscriptionInfo]:
@@ -178,7 +187,14 @@ def transcribe_segments(
         no_speech_threshold: with a low log-probability, treat a window whose
             no-speech probability is above this as silence and skip it.
         condition_on_previous_text: give the previous window's text as prompt.
-        initial_prompt: text to prompt the first window with.
+        initial_prompt: text to prompt the first window with. Of a prompt
+            longer than half the decoder's context only the last 223 tokens are
+            used (OpenAI's rule).
+        silence_threshold_db: a window whose loudest sample is below this many
+            dB full scale (-70 dBFS: about 10 steps of 16-bit audio) is skipped
+            without decoding; Whisper tends to invent a word ("you") in digital
+            silence, and the no-speech rule does not always catch it. `None`
+            decodes every window, as openai-whisper does.
         progress: called with the number of seconds of audio done so far.
         **decode_options: `DecodingOptions` fields (beam_size, best_of,
             patience, length_penalty, suppress_tokens, suppress_blank,
@@ -188,33 +204,43 @@ def transcribe_segments(
         `(segments, info)`: a generator of `Segment`s and a
         `TranscriptionInfo` (language and its probability, duration).
     """
-    waveform = load_audio(audio)
-    mel = log_mel_spectrogram(waveform, backbone.num_mels, padding=N_SAMPLES)
-    content_frames = mel.shape[0] - N_FRAMES
-    duration = content_frames / FRAMES_PER_SECOND
-
-    language_probability = None
+    # Options are checked before any audio is read or decoded.
+    if task not in ("transcribe", "translate"):
+        raise ValueError(f"`task` must be 'transcribe' or 'translate'; got {task!r}.")
     if tokenizer.is_multilingual:
-        if language is None:
-            # openai-whisper detects on the first window of the padded-audio mel.
-            first = pad_or_trim(mel, N_FRAMES, axis=0)[None].astype("float32")
-            _, probabilities = detect_language(backbone, tokenizer, first)
-            language = max(probabilities[0], key=probabilities[0].get)
-            language_probability = float(probabilities[0][language])
+        if language is not None:
+            token = tokenizer.language_token(language)  # raises on unknown languages
+            language = tokenizer.all_language_codes[tokenizer.all_language_tokens.index(token)]
     else:
         if task == "translate":
             raise ValueError(
                 "This model is English-only: it cannot translate. Use a multilingual preset "
                 "(e.g. whisper_base_multi) for task='translate'."
             )
-        if language not in (None, "en", "english", "English"):
+        if language is not None and language.strip().lower() not in ("en", "english"):
             raise ValueError(
                 f"This model is English-only; language={language!r} is not possible. Use a "
-                "multilingual preset for other languages."
+                "multilingual preset (e.g. whisper_base_multi) for other languages."
             )
         language = "en"
     options = DecodingOptions(task=task, language=language, **decode_options)
     temperatures = _temperatures(temperature)
+
+    waveform = load_audio(audio)
+    mel = log_mel_spectrogram(waveform, backbone.num_mels, padding=N_SAMPLES)
+    content_frames = mel.shape[0] - N_FRAMES
+    duration = waveform.shape[0] / SAMPLE_RATE
+    # Loudest sample of each mel frame's hop, for the digital-silence gate.
+    frame_peaks = _frame_peaks(waveform, content_frames)
+
+    language_probability = None
+    if language is None:
+        # openai-whisper detects on the first window of the padded-audio mel.
+        first = pad_or_trim(mel, N_FRAMES, axis=0)[None].astype("float32")
+        _, probabilities = detect_language(backbone, tokenizer, first)
+        language = max(probabilities[0], key=probabilities[0].get)
+        language_probability = float(probabilities[0][language])
+        options = dataclasses.replace(options, language=language)
 
     def segments() -> Iterator[Segment]:
         ts_begin = tokenizer.timestamp_begin
@@ -227,6 +253,15 @@ def transcribe_segments(
         while seek < content_frames:
             time_offset = seek / FRAMES_PER_SECOND
             segment_size = min(N_FRAMES, content_frames - seek)
+            if silence_threshold_db is not None and (
+                20 * np.log10(frame_peaks[seek : seek + segment_size].max() + 1e-12)
+                < silence_threshold_db
+            ):
+                # Digital silence: Whisper would often "hear" a word ("you") in it.
+                seek += segment_size
+                if progress:
+                    progress(min(seek, content_frames) / FRAMES_PER_SECOND)
+                continue
             window = pad_or_trim(mel[seek : seek + segment_size], N_FRAMES, axis=0)
             prompt = all_tokens[prompt_reset_since:]
             result = decode_with_fallback(
@@ -277,9 +312,9 @@ def transcribe_segments(
             for start, end, piece in pieces:
                 text_tokens = [int(t) for t in piece if t < tokenizer.eot]
                 text = tokenizer.decode(text_tokens)
-                kept = [int(t) for t in piece]
                 if start == end or not text.strip():
-                    text, kept = "", []
+                    continue  # nothing said: no segment (faster-whisper), no prompt tokens
+                kept = [int(t) for t in piece]
                 all_tokens.extend(kept)
                 segment = Segment(
                     id=next_id,

