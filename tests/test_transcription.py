@@ -8,6 +8,7 @@ temperature fallback, greedy without timestamps, and beam search with 5 beams.
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import keras
@@ -97,6 +98,28 @@ def test_base_detects_russian_and_matches_faster_whisper(base):
 
 
 @pytest.mark.slow
+def test_base_beam_search_matches_openai_whisper(base):
+    # faster-whisper's beam search (CTranslate2's) keeps other candidates than OpenAI's and
+    # here ends the second window elsewhere; ours is OpenAI's, so openai-whisper is the oracle.
+    # tests/make_openai_reference.py made the reference with openai-whisper 20250625.
+    with open(DATA / "openai_whisper_reference.jsonl", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    row = next(r for r in rows if r["preset"] == "whisper_base_multi")
+    result = base.transcribe(audio_file(row["file"]), **row["options"])
+    assert result.text == row["text"]
+    for ours, theirs in zip(result.segments, row["segments"], strict=True):
+        assert (ours.seek, ours.tokens, ours.text) == (
+            theirs["seek"],
+            theirs["tokens"],
+            theirs["text"],
+        )
+        assert (ours.start, ours.end) == pytest.approx((theirs["start"], theirs["end"]), abs=1e-6)
+        assert ours.avg_logprob == pytest.approx(theirs["avg_logprob"], abs=2e-3)
+    faster_whisper = reference_rows(BASE)[row["file"], "beam5_ts"]
+    assert result.text == faster_whisper["text"]  # same words, other segment boundaries
+
+
+@pytest.mark.slow
 def test_base_translates_russian_to_english(base):
     # The Russian reference: "She tucked a strand of wavy hair behind her ear, picked up the
     # basket of greens from the pavement and crossed the street." Greedy decoding of base
@@ -129,6 +152,17 @@ def test_segments_stream_window_by_window(tiny):
     assert [s.id for s in [first, *rest]] == list(range(1 + len(rest)))
     starts = [s.start for s in [first, *rest]]
     assert starts == sorted(starts) and rest[-1].end <= info.duration + 0.02
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="compilation is JAX's")
+def test_files_of_other_lengths_do_not_recompile(tiny):
+    decoding = importlib.import_module("keras_whisper.decoding.generate")
+    tiny.transcribe(audio_file("en_jfk.wav"), temperature=0.0)
+    before = dict(decoding.TRACE_COUNTS)
+    for name in ("en_librivox_0870.wav", "en_goforward.wav", "en_cards_003.wav"):
+        tiny.transcribe(audio_file(name), temperature=0.0)
+    assert dict(decoding.TRACE_COUNTS) == before
 
 
 @pytest.mark.slow

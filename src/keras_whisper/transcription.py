@@ -251,6 +251,7 @@ def transcribe_segments(
             all_tokens.extend(tokenizer.encode(" " + initial_prompt.strip()))
         next_id = 0
         while seek < content_frames:
+            window_start = seek
             time_offset = seek / FRAMES_PER_SECOND
             segment_size = min(N_FRAMES, content_frames - seek)
             if silence_threshold_db is not None and (
@@ -318,7 +319,7 @@ def transcribe_segments(
                 all_tokens.extend(kept)
                 segment = Segment(
                     id=next_id,
-                    seek=int(seek),
+                    seek=int(window_start),
                     start=round(start, 3),
                     end=round(end, 3),
                     text=text,
