@@ -15,13 +15,11 @@ pieces = vad.collect_chunks(audio, segments, max_duration_s=30)
 ```
 """
 
-from keras_whisper.vad.model import (
+from keras_whisper.vad.constants import (
     CHUNK_SAMPLES,
     CONTEXT_SAMPLES,
     SAMPLE_RATE,
     WINDOW_SAMPLES,
-    SileroVAD,
-    frame_windows,
 )
 from keras_whisper.vad.timestamps import (
     CollectedChunk,
@@ -38,6 +36,25 @@ from keras_whisper.vad.weights import (
     load_weights_file,
     package_weights_path,
 )
+
+# The model imports Keras: loaded on first use, so the timestamps and the weight reader work
+# without it.
+_LAZY = {"SileroVAD", "frame_windows"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from keras_whisper.vad import model
+
+        value = getattr(model, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'keras_whisper.vad' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
+
 
 __all__ = [
     "CHUNK_SAMPLES",

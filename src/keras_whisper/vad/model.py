@@ -13,8 +13,8 @@ chunk of 512 samples (32 ms). Per window:
 Only step 3 is sequential. `SileroVAD.call` therefore runs steps 1-2 and the LSTM's input
 projection on every window of every waveform at once, then one `keras.ops.scan` over the chunks
 for the recurrence, then step 4 on all chunks at once. `SileroVAD.speech_probabilities` feeds
-whole files through it in blocks of up to 4096 chunks (131 s), each block one compiled call on
-JAX (`jax.jit`), with the LSTM state carried between blocks.
+whole files through it in blocks of 256 chunks (8.2 s, short audio) or 1024 chunks (32.8 s), each
+block one compiled call on JAX (`jax.jit`), with the LSTM state carried between blocks.
 
 The chunking is silero-vad's own (`get_speech_timestamps`, `OnnxWrapper.audio_forward`): the
 waveform is zero-padded at the end to a multiple of 512 samples, so a waveform of `n` samples
@@ -34,20 +34,23 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_whisper.vad.constants import (
+    CHUNK_SAMPLES,
+    CONTEXT_SAMPLES,
+    HIDDEN_SIZE,
+    SAMPLE_RATE,
+    WINDOW_SAMPLES,
+)
 from keras_whisper.vad.weights import load_weights_file, package_weights_path
-
-SAMPLE_RATE = 16000  # Hz; the only rate of the 16 kHz network
-CHUNK_SAMPLES = 512  # samples per probability (32 ms)
-CONTEXT_SAMPLES = 64  # samples of the previous chunk seen by each window
-WINDOW_SAMPLES = CHUNK_SAMPLES + CONTEXT_SAMPLES  # 576
-HIDDEN_SIZE = 128  # LSTM state size
 
 _FFT_SIZE = 256
 _HOP = 128
 _BINS = _FFT_SIZE // 2 + 1  # 129
 _CONVS = ((129, 128, 1), (128, 64, 2), (64, 64, 2), (64, 128, 1))  # (in, out, stride)
-_MAX_BLOCK_CHUNKS = 4096  # chunks per compiled call (131 s of audio)
-_MIN_BLOCK_CHUNKS = 64  # smallest compiled block (2 s); blocks are powers of four in between
+# Chunks per compiled call: 256 (8.2 s) for short audio, else blocks of 1024 (32.8 s) with the
+# state carried between them. Two shapes per batch size, so at most two compilations.
+_MIN_BLOCK_CHUNKS = 256
+_MAX_BLOCK_CHUNKS = 1024
 
 
 @keras.saving.register_keras_serializable(package="keras_whisper")
@@ -274,8 +277,8 @@ class SileroVAD(keras.layers.Layer):
                 in one pass, each waveform with its own state.
             sampling_rate: int. Must be 16000 (resample first with
                 `keras_whisper.audio.resample`).
-            max_block_chunks: int. The most chunks per compiled call; bounds memory (about
-                20 MB per 1024 chunks and waveform).
+            max_block_chunks: int. Chunks per compiled call for audio longer than 256 chunks
+                (8.2 s); bounds memory (about 20 MB per 1024 chunks and waveform).
 
         Returns:
             For one waveform, a float32 array `(ceil(samples / 512),)`; for a 2-D array, a
@@ -357,13 +360,10 @@ def _jit_stateless(layer_ref):
 
 
 def _block_size(chunks: int, max_block_chunks: int) -> int:
-    """The chunks of one compiled call: 64, 256, 1024, ... (few shapes, so few compilations)
-    covering `chunks` if `max_block_chunks` allows."""
+    """The chunks of one compiled call: 256, or `max_block_chunks` for longer audio."""
     if max_block_chunks < 1:
         raise ValueError(f"`max_block_chunks` must be positive, got {max_block_chunks}.")
-    size = _MIN_BLOCK_CHUNKS
-    while size < chunks:
-        size *= 4
+    size = _MIN_BLOCK_CHUNKS if chunks <= _MIN_BLOCK_CHUNKS else max_block_chunks
     return min(size, max_block_chunks)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_whisper.vad.model import CHUNK_SAMPLES, SAMPLE_RATE
+from keras_whisper.vad.constants import CHUNK_SAMPLES, SAMPLE_RATE
 
 # A segment that reaches the maximum length is cut at a silence longer than this (ms).
 _MIN_SILENCE_AT_MAX_SPEECH_MS = 98
