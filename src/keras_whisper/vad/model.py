@@ -240,11 +240,15 @@ class SileroVAD(keras.layers.Layer):
         recurrent_kernel = ops.convert_to_tensor(self.lstm_recurrent_kernel)
 
         def step(carry, gates_x):
+            # PyTorch's gate order i, f, g, o. One sigmoid over all four gates (g's is unused)
+            # keeps the op count per step low: eager backends (torch) pay per op.
             h, c = carry
             gates = gates_x + ops.matmul(h, recurrent_kernel)
-            i, f, g, o = ops.split(gates, 4, axis=-1)  # PyTorch's gate order
-            c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
-            h = ops.sigmoid(o) * ops.tanh(c)
+            sigmoids = ops.sigmoid(gates)
+            i, f = sigmoids[:, :HIDDEN_SIZE], sigmoids[:, HIDDEN_SIZE : 2 * HIDDEN_SIZE]
+            g = ops.tanh(gates[:, 2 * HIDDEN_SIZE : 3 * HIDDEN_SIZE])
+            c = f * c + i * g
+            h = sigmoids[:, 3 * HIDDEN_SIZE :] * ops.tanh(c)
             return (h, c), h
 
         (h, c), hidden = ops.scan(
