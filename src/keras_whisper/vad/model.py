@@ -4,8 +4,8 @@ The network (silero-vad's `VADRNNJIT`, 16 kHz branch) reads windows of 576 sampl
 of context (the end of the previous 512-sample chunk, zeros before the first) followed by one
 chunk of 512 samples (32 ms). Per window:
 
-1. reflect-pad 64 samples on the right (640 samples) and take a magnitude STFT with a learned
-   basis: 4 frames of 256 samples, hop 128, 129 bins;
+1. reflect-pad 64 samples on the right (640 samples) and take a magnitude STFT with the stored
+   basis (a periodic-Hann-windowed DFT): 4 frames of 256 samples, hop 128, 129 bins;
 2. four convolutions with ReLU (kernel 3, padding 1, strides 1, 2, 2, 1): `(4, 129)` to `(1, 128)`;
 3. one LSTM cell step (hidden size 128), its state carried from chunk to chunk;
 4. ReLU, a 1x1 convolution and a sigmoid: the speech probability of the chunk.
