@@ -15,7 +15,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import ml_dtypes
@@ -259,10 +258,8 @@ def test_load_tiny_en(tiny_dir, tiny):
     assert side.config["suppress_ids_begin"] == [220, 50256]
     assert side.tokenizer_json == tiny_dir / "tokenizer.json"
     assert side.vocabulary == tiny_dir / "vocabulary.txt"
-    # The file and the model directory give the same result, fast.
-    start = time.perf_counter()
+    # The file and the model directory give the same result.
     dims2, state_dict2, _ = load_ctranslate2(tiny_dir / "model.bin")
-    assert time.perf_counter() - start < 2.0
     assert dims2 == dims
     np.testing.assert_array_equal(state_dict2["decoder.ln.bias"], state_dict["decoder.ln.bias"])
 
@@ -295,9 +292,7 @@ def test_tiny_en_raw_variables_and_split(tiny_dir, tiny):
 
 
 def test_load_base_from_two_packages(base_parts):
-    start = time.perf_counter()
     dims, state_dict, side = load_ctranslate2(base_parts)
-    assert time.perf_counter() - start < 3.0
     assert dims == BASE_DIMS
     assert count_parameters(state_dict) == 71_825_920
     assert count_parameters(state_dict, include_buffers=True) == 71_825_920 + 768_000

@@ -84,6 +84,16 @@ def test_tiny_en_transcripts_match_faster_whisper(tiny, name, setup):
 
 
 @pytest.mark.slow
+def test_best_of_applies_to_the_sampled_fallback_only(tiny):
+    # As openai-whisper's `best_of=5` with the default temperatures: JFK needs no fallback,
+    # so the greedy transcript stands.
+    row = reference_rows(TINY)["en_jfk.wav", "greedy_ts"]
+    assert_same_as_reference(tiny.transcribe(audio_file("en_jfk.wav"), best_of=5), row)
+    with pytest.raises(ValueError, match="best_of"):
+        tiny.transcribe(audio_file("en_jfk.wav"), best_of=0)
+
+
+@pytest.mark.slow
 def test_base_detects_russian_and_matches_faster_whisper(base):
     row = reference_rows(BASE)["ru_0002.wav", "greedy_ts"]
     result = base.transcribe(audio_file("ru_0002.wav"))

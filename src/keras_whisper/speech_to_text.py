@@ -9,6 +9,7 @@ import numpy as np
 
 from keras_whisper.audio import WhisperAudioConverter, load_audio, pad_or_trim
 from keras_whisper.backbone import WhisperBackbone
+from keras_whisper.batched import transcribe_batched, transcribe_many
 from keras_whisper.decoding import DecodingOptions, DecodingResult, generate
 from keras_whisper.tokenizer import WhisperTokenizer
 from keras_whisper.transcription import TranscriptionResult, transcribe, transcribe_segments
@@ -122,9 +123,35 @@ class WhisperSpeechToText(keras.Model):
         content = mel.shape[0] - converter.num_frames
         return pad_or_trim(mel[:content], converter.num_frames, axis=0).astype("float32")
 
-    def transcribe(self, audio, **kwargs: Any) -> TranscriptionResult:
-        """Transcribe audio of any length (see `transcription.transcribe_segments`)."""
-        return transcribe(self.backbone, self._require_tokenizer(), audio, **kwargs)
+    def transcribe(
+        self, audio, batch_size: int | None = None, **kwargs: Any
+    ) -> TranscriptionResult:
+        """Transcribe audio of any length.
+
+        Args:
+            audio: a path, bytes, file object or 16 kHz mono float array.
+            batch_size: `None` (default) runs OpenAI's sequential seek loop
+                (`transcription.transcribe_segments` has the arguments); an int
+                runs the batched throughput mode: voice activity detection cuts
+                the speech into pieces of at most 30 s, decoded `batch_size` at a
+                time (`batched.transcribe_many` has the arguments).
+            **kwargs: the options of the chosen mode.
+        """
+        tokenizer = self._require_tokenizer()
+        if batch_size is not None:
+            return transcribe_batched(
+                self.backbone, tokenizer, audio, batch_size=batch_size, **kwargs
+            )
+        return transcribe(self.backbone, tokenizer, audio, **kwargs)
+
+    def transcribe_many(self, inputs, batch_size: int = 8, **kwargs: Any):
+        """Transcribe many inputs in batches; yields `(input, result or error)` in order.
+
+        See `batched.transcribe_many` for the arguments.
+        """
+        return transcribe_many(
+            self.backbone, self._require_tokenizer(), inputs, batch_size=batch_size, **kwargs
+        )
 
     def transcribe_segments(self, audio, **kwargs: Any):
         """Like `transcribe`, but returns `(segment generator, info)` to stream."""

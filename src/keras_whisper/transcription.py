@@ -110,6 +110,75 @@ def _frame_peaks(waveform: np.ndarray, frames: int) -> np.ndarray:
     return padded.reshape(frames, HOP_LENGTH).max(axis=1) if frames else padded
 
 
+def resolve_language(tokenizer, language: str | None, task: str) -> str | None:
+    """Check `task` and `language` for a model; the language code, or `None` to detect it.
+
+    Raises:
+        ValueError: an unknown task or language, translation or a language other than
+            English on an English-only model.
+    """
+    if task not in ("transcribe", "translate"):
+        raise ValueError(f"`task` must be 'transcribe' or 'translate'; got {task!r}.")
+    if tokenizer.is_multilingual:
+        if language is None:
+            return None
+        token = tokenizer.language_token(language)  # raises on unknown languages
+        return tokenizer.all_language_codes[tokenizer.all_language_tokens.index(token)]
+    if task == "translate":
+        raise ValueError(
+            "This model is English-only: it cannot translate. Use a multilingual preset "
+            "(e.g. whisper_base_multi) for task='translate'."
+        )
+    if language is not None and language.strip().lower() not in ("en", "english"):
+        raise ValueError(
+            f"This model is English-only; language={language!r} is not possible. Use a "
+            "multilingual preset (e.g. whisper_base_multi) for other languages."
+        )
+    return "en"
+
+
+def split_segments(
+    tokens: Sequence[int], timestamp_begin: int, time_offset: float, window_frames: int
+) -> tuple[list[tuple[float, float, list[int]]], int]:
+    """Cut one window's tokens into segments at consecutive timestamp pairs (OpenAI's rule).
+
+    Args:
+        tokens: the decoded tokens of the window (without `<|endoftext|>`).
+        timestamp_begin: the id of `<|0.00|>`.
+        time_offset: where the window starts, in seconds.
+        window_frames: how many mel frames of the window hold audio (at most 3000).
+
+    Returns:
+        `(pieces, advance)`: `(start, end, tokens)` of each segment, and how many mel
+        frames the seek should move: to the last complete timestamp pair, or over the
+        whole window when the tokens end on a single timestamp or hold no pair.
+    """
+    tokens = np.asarray(tokens, dtype=np.int64)
+    is_timestamp = tokens >= timestamp_begin
+    single_timestamp_ending = is_timestamp[-2:].tolist() == [False, True]
+    consecutive = np.where(is_timestamp[:-1] & is_timestamp[1:])[0] + 1
+    pieces: list[tuple[float, float, list[int]]] = []
+    if len(consecutive) > 0:
+        slices = consecutive.tolist()
+        if single_timestamp_ending:
+            slices.append(len(tokens))
+        last_slice = 0
+        for current in slices:
+            piece = tokens[last_slice:current]
+            start = time_offset + (int(piece[0]) - timestamp_begin) * TIME_PRECISION
+            end = time_offset + (int(piece[-1]) - timestamp_begin) * TIME_PRECISION
+            pieces.append((start, end, [int(t) for t in piece]))
+            last_slice = current
+        if single_timestamp_ending:
+            return pieces, window_frames
+        return pieces, (int(tokens[last_slice - 1]) - timestamp_begin) * INPUT_STRIDE
+    end = window_frames / FRAMES_PER_SECOND
+    stamps = tokens[is_timestamp]
+    if len(stamps) > 0 and int(stamps[-1]) != timestamp_begin:
+        end = (int(stamps[-1]) - timestamp_begin) * TIME_PRECISION
+    return [(time_offset, time_offset + end, [int(t) for t in tokens])], window_frames
+
+
 def decode_with_fallback(
     backbone,
     tokenizer,
@@ -119,18 +188,19 @@ def decode_with_fallback(
     compression_ratio_threshold: float | None = 2.4,
     logprob_threshold: float | None = -1.0,
     no_speech_threshold: float | None = 0.6,
+    best_of: int | None = None,
 ) -> DecodingResult:
     """Decode one window, retrying at higher temperatures when the result looks wrong.
 
-    At temperature 0 `best_of` is dropped; above 0 `beam_size` and `patience`
-    are. If every temperature fails, the last result is returned (as
-    openai-whisper does).
+    At temperature 0, `options` is used as is (greedy or beam search); above 0,
+    `beam_size` and `patience` are dropped and `best_of` samples are drawn. If
+    every temperature fails, the last result is returned (as openai-whisper does).
     """
     result = None
     for temperature in temperatures:
         changes: dict[str, Any] = {"temperature": temperature}
         if temperature > 0:
-            changes.update(beam_size=None, patience=None)
+            changes.update(beam_size=None, patience=None, best_of=best_of)
         else:
             changes.update(best_of=None)
         result = generate(backbone, tokenizer, features, dataclasses.replace(options, **changes))[0]
@@ -168,6 +238,8 @@ def transcribe_segments(
     condition_on_previous_text: bool = True,
     initial_prompt: str | None = None,
     silence_threshold_db: float | None = -70.0,
+    vad_filter: bool = False,
+    vad_options: Any = None,
     progress: Callable[[float], None] | None = None,
     **decode_options: Any,
 ) -> tuple[Iterator[Segment], TranscriptionInfo]:
@@ -195,6 +267,11 @@ def transcribe_segments(
             without decoding; Whisper tends to invent a word ("you") in digital
             silence, and the no-speech rule does not always catch it. `None`
             decodes every window, as openai-whisper does.
+        vad_filter: drop the non-speech parts first (Silero VAD, `pip install
+            'keras-whisper[vad]'`) and transcribe the speech laid end to end;
+            segment times are mapped back onto the original audio (as
+            faster-whisper's `vad_filter=True`).
+        vad_options: `keras_whisper.vad.VadOptions` or a dict of its fields.
         progress: called with the number of seconds of audio done so far.
         **decode_options: `DecodingOptions` fields (beam_size, best_of,
             patience, length_penalty, suppress_tokens, suppress_blank,
@@ -205,31 +282,26 @@ def transcribe_segments(
         `TranscriptionInfo` (language and its probability, duration).
     """
     # Options are checked before any audio is read or decoded.
-    if task not in ("transcribe", "translate"):
-        raise ValueError(f"`task` must be 'transcribe' or 'translate'; got {task!r}.")
-    if tokenizer.is_multilingual:
-        if language is not None:
-            token = tokenizer.language_token(language)  # raises on unknown languages
-            language = tokenizer.all_language_codes[tokenizer.all_language_tokens.index(token)]
-    else:
-        if task == "translate":
-            raise ValueError(
-                "This model is English-only: it cannot translate. Use a multilingual preset "
-                "(e.g. whisper_base_multi) for task='translate'."
-            )
-        if language is not None and language.strip().lower() not in ("en", "english"):
-            raise ValueError(
-                f"This model is English-only; language={language!r} is not possible. Use a "
-                "multilingual preset (e.g. whisper_base_multi) for other languages."
-            )
-        language = "en"
+    language = resolve_language(tokenizer, language, task)
+    # best_of applies to the sampled temperatures only (OpenAI's fallback).
+    best_of = decode_options.pop("best_of", None)
     options = DecodingOptions(task=task, language=language, **decode_options)
     temperatures = _temperatures(temperature)
+    if best_of is not None and any(t > 0 for t in temperatures):
+        dataclasses.replace(options, temperature=1.0, beam_size=None, best_of=best_of)  # checks
 
     waveform = load_audio(audio)
+    duration = waveform.shape[0] / SAMPLE_RATE
+    timeline = None
+    if vad_filter:
+        from keras_whisper import vad
+
+        speech = vad.get_speech_timestamps(waveform, vad_options)
+        timeline = vad.TimestampMap(speech, precision=None) if speech else None
+        pieces = [waveform[s["start"] : s["end"]] for s in speech]
+        waveform = np.concatenate(pieces) if pieces else np.zeros((0,), np.float32)
     mel = log_mel_spectrogram(waveform, backbone.num_mels, padding=N_SAMPLES)
     content_frames = mel.shape[0] - N_FRAMES
-    duration = waveform.shape[0] / SAMPLE_RATE
     # Loudest sample of each mel frame's hop, for the digital-silence gate.
     frame_peaks = _frame_peaks(waveform, content_frames)
 
@@ -274,6 +346,7 @@ def transcribe_segments(
                 compression_ratio_threshold,
                 logprob_threshold,
                 no_speech_threshold,
+                best_of,
             )
             if no_speech_threshold is not None and result.no_speech_prob > no_speech_threshold:
                 if logprob_threshold is None or result.avg_logprob <= logprob_threshold:
@@ -282,33 +355,8 @@ def transcribe_segments(
                         progress(min(seek, content_frames) / FRAMES_PER_SECOND)
                     continue
 
-            tokens = np.asarray(result.tokens, dtype=np.int64)
-            is_timestamp = tokens >= ts_begin
-            single_timestamp_ending = is_timestamp[-2:].tolist() == [False, True]
-            consecutive = np.where(is_timestamp[:-1] & is_timestamp[1:])[0] + 1
-            pieces: list[tuple[float, float, np.ndarray]] = []
-            if len(consecutive) > 0:
-                slices = consecutive.tolist()
-                if single_timestamp_ending:
-                    slices.append(len(tokens))
-                last_slice = 0
-                for current in slices:
-                    piece = tokens[last_slice:current]
-                    start = time_offset + (int(piece[0]) - ts_begin) * TIME_PRECISION
-                    end = time_offset + (int(piece[-1]) - ts_begin) * TIME_PRECISION
-                    pieces.append((start, end, piece))
-                    last_slice = current
-                if single_timestamp_ending:
-                    seek += segment_size
-                else:
-                    seek += (int(tokens[last_slice - 1]) - ts_begin) * INPUT_STRIDE
-            else:
-                end = segment_size / FRAMES_PER_SECOND
-                stamps = tokens[is_timestamp]
-                if len(stamps) > 0 and int(stamps[-1]) != ts_begin:
-                    end = (int(stamps[-1]) - ts_begin) * TIME_PRECISION
-                pieces.append((time_offset, time_offset + end, tokens))
-                seek += segment_size
+            pieces, advance = split_segments(result.tokens, ts_begin, time_offset, segment_size)
+            seek += advance
 
             for start, end, piece in pieces:
                 text_tokens = [int(t) for t in piece if t < tokenizer.eot]
@@ -317,6 +365,9 @@ def transcribe_segments(
                     continue  # nothing said: no segment (faster-whisper), no prompt tokens
                 kept = [int(t) for t in piece]
                 all_tokens.extend(kept)
+                if timeline is not None:
+                    start = timeline.original_time(start)
+                    end = timeline.original_time(end, is_end=True)
                 segment = Segment(
                     id=next_id,
                     seek=int(window_start),
