@@ -1,5 +1,7 @@
 """Benchmark inputs: models, audio files, reference texts and converted checkpoints.
 
+Importing this module puts the checkout's `src/` first on `sys.path`.
+
 Everything generated (the ~10-minute concatenated file, the joined CTranslate2
 model of `base`, checkpoints exported for the peers, worker logs and raw
 results) lives in one cache directory, `$KERAS_WHISPER_BENCH_CACHE` or
@@ -17,12 +19,17 @@ import importlib.resources
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
+# Benchmark this checkout: its src/ goes before any installed keras-whisper, in the
+# driver as in the workers (which also get it through PYTHONPATH).
+if str(REPO_ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "src"))
 AUDIO_DIR = Path(os.environ.get("KERAS_WHISPER_BENCH_AUDIO", "/work/shared/audio"))
 SAMPLE_RATE = 16_000
 
@@ -171,7 +178,8 @@ def _part_files(folders: list[Path]) -> list[Path]:
 def export_checkpoints(model: ModelSpec) -> None:
     """Export our backbone's weights for openai-whisper (`.pt`) and transformers.
 
-    The peers then run exactly the weights keras-whisper runs (float32,
+    Loading the backbone also converts the built-in preset into keras-whisper's
+    user cache when it is not there yet. The peers then run exactly the weights keras-whisper runs (float32,
     converted from the float16 CTranslate2 package). Needs Keras: called in a
     worker process (`worker.py --prepare MODEL`).
     """

@@ -147,8 +147,8 @@ class WorkerProcess:
         self.close()
 
 
-def prepare_exports(model_key: str, timeout: float = 900.0) -> None:
-    """Run `worker.py --prepare MODEL` (exports for openai-whisper and transformers)."""
+def run_prepare(model_key: str, timeout: float = 1800.0) -> None:
+    """Run `worker.py --prepare MODEL`: the preset converted, the peers' exports written."""
     log = cache_dir() / "logs" / f"prepare-{model_key}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:

@@ -23,6 +23,8 @@ from data import REPO_ROOT
 
 SECTION_ORDER = ("environment", "e2e", "model", "roofline", "coldstart")
 MODEL_ORDER = ("machine", "tiny_en", "base")
+# Foreign CPU load (CPUs) above which a block is flagged as measured on a busy machine.
+BUSY_THRESHOLD = 0.2
 
 PACKAGES = (
     "keras-whisper",
@@ -44,8 +46,8 @@ INTRO = """\
 
 CPU figures for keras-whisper and its peers on the same inputs, written by
 
-    PYTHONPATH=src python benchmarks/run.py            # everything (hours on 2 cores)
-    PYTHONPATH=src python benchmarks/run.py --quick    # jfk, tiny.en, 1 warm-up + 2 runs
+    python benchmarks/run.py            # everything (hours on 2 cores)
+    python benchmarks/run.py --quick    # jfk, tiny.en, 1 warm-up + 2 runs
 
 (peers: `pip install -r benchmarks/requirements.txt`; see `benchmarks/README.md`).
 Every engine runs in its own process pinned to 2 CPUs with 2 threads, float32
@@ -130,15 +132,27 @@ def environment_block() -> str:
     return "\n".join(lines)
 
 
-def provenance(command: str, load_before: float, load_after: float, quick: bool) -> str:
-    """The line that opens every block: date, command, commit and machine load."""
+def provenance(command: str, foreign_cpus: float, quick: bool) -> str:
+    """The line that opens every block: date, command, commit and foreign CPU load.
+
+    Args:
+        foreign_cpus: CPUs kept busy on average by processes other than the
+            benchmark's during the measurement (see `run.CpuMeter`).
+    """
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    warning = " **Quick run: too few repetitions to rely on.**" if quick else ""
+    notes = []
+    if foreign_cpus > BUSY_THRESHOLD:
+        notes.append(
+            "**The machine was busy: OpenMP-threaded engines (PyTorch, CTranslate2) slow "
+            "down far more than JAX under contention, so the ratios are not reliable.**"
+        )
+    if quick:
+        notes.append("**Quick run: too few repetitions to rely on.**")
     return (
-        f"_Measured {now} with `{command}` at commit {git_commit()}; 1-min load average "
-        f"{load_before:.2f} before, {load_after:.2f} after (machine has {os.cpu_count()} CPUs)."
-        f"{warning}_"
-    )
+        f"_Measured {now} with `{command}` at commit {git_commit()}; other processes kept "
+        f"{foreign_cpus:.2f} of {os.cpu_count()} CPUs busy on average meanwhile._ "
+        + " ".join(notes)
+    ).rstrip()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,6 +321,9 @@ def e2e_block(model_label: str, rows: list[E2ERow], configs: dict[str, str], hea
         "(includes the loaded model and the framework).",
         "- WER: `benchmarks/wer.py` (lowercase, punctuation stripped, numbers not spelled "
         "out) against the `.txt` reference, on the last timed run's text.",
+        "- keras-whisper gets no `best_of` (its `transcribe` rejects it with a fallback "
+        "starting at temperature 0; see benchmarks/README.md): windows that fall back to "
+        "temperature > 0 draw 1 sample instead of `best_of`.",
         "",
     ]
     return "\n".join(lines)

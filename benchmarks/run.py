@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import os
+import resource
 import shlex
 import sys
 import time
@@ -38,7 +39,7 @@ from engines import (
     MODEL_ENGINES,
     PROMPT_LENGTH,
 )
-from processes import WorkerError, WorkerProcess, prepare_exports
+from processes import WorkerError, WorkerProcess, run_prepare
 from roofline import decoder_step_bytes, encoder_flops
 
 SECTIONS = ("e2e", "model", "roofline", "coldstart")
@@ -153,11 +154,22 @@ def close_all(workers: dict[str, WorkerProcess]) -> None:
         worker.close()
 
 
-def ensure_exports(model: ModelSpec, keys: Sequence[str]) -> None:
-    """Export our weights for openai-whisper / transformers when those engines run."""
-    if {"oai", "hf"} & set(keys) and not model.exports_ready():
-        log(f"exporting {model.key} for openai-whisper and transformers ...")
-        prepare_exports(model.key)
+_PREPARED: set[str] = set()
+
+
+def prepare(model: ModelSpec) -> None:
+    """Once per run and model: convert the preset into the user cache if needed, export
+    our weights for openai-whisper / transformers, join CTranslate2 parts.
+
+    Done in a worker process (it needs Keras) before anything is timed, so that no
+    load or cold start includes a first-time conversion.
+    """
+    if model.key in _PREPARED:
+        return
+    log(f"preparing {model.key} (preset cache, exports for openai-whisper/transformers) ...")
+    run_prepare(model.key)
+    model.ct2_dir()
+    _PREPARED.add(model.key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,8 +182,7 @@ def run_e2e(model: ModelSpec, settings: Settings) -> list[report.E2ERow]:
     from wer import word_error_rate
 
     keys = chosen(E2E_ENGINES, settings)
-    ensure_exports(model, keys)
-    model.ct2_dir()
+    prepare(model)
     audio_inputs: list[AudioInput] = data.inputs(settings.files)
     workers, labels, start_errors = start_workers(keys, model, "load")
     rows: list[report.E2ERow] = []
@@ -223,8 +234,7 @@ def run_e2e(model: ModelSpec, settings: Settings) -> list[report.E2ERow]:
 def run_model_level(model: ModelSpec, settings: Settings) -> list[report.ModelLevelRow]:
     """Encoder forward and one cached decoder step per engine, interleaved."""
     keys = chosen(MODEL_ENGINES, settings)
-    ensure_exports(model, keys)
-    model.ct2_dir()
+    prepare(model)
     workers, labels, errors = start_workers(keys, model, "model")
     try:
         prefix = f"model {model.key}"
@@ -269,6 +279,7 @@ def run_machine(settings: Settings) -> dict[str, dict[str, float]]:
 
 def run_roofline(model: ModelSpec, settings: Settings) -> report.RooflineRow:
     """Our encoder and decoder step, timed for the roofline comparison."""
+    prepare(model)
     workers, _, errors = start_workers(["kw-jax"], model, "model")
     if errors:
         raise WorkerError(errors["kw-jax"])
@@ -331,8 +342,7 @@ def _cold_process(key: str, model: ModelSpec, files: dict[str, AudioInput]) -> d
 def run_coldstart(model: ModelSpec, settings: Settings) -> list[report.ColdStartRow]:
     """Fresh processes, engines taking turns, `cold_runs` each."""
     keys = chosen(COLDSTART_ENGINES, settings)
-    ensure_exports(model, keys)
-    model.ct2_dir()
+    prepare(model)
     files = {phase: data.shared_input(name) for phase, name in COLD_FILES.items()}
     rows = {key: report.ColdStartRow(key, ENGINES[key](model).label, {}, [], []) for key in keys}
     for run in range(settings.cold_runs):
@@ -367,6 +377,41 @@ def save_raw(name: str, payload: object) -> None:
     (folder / f"{name.replace('/', '-')}.json").write_text(json.dumps(payload, indent=1))
 
 
+class CpuMeter:
+    """CPU time spent on the machine by processes other than this one and its children.
+
+    Reads the machine's busy time from /proc/stat and subtracts this process's
+    and its finished children's CPU time (the workers are finished by the end
+    of each block), giving the average number of CPUs others kept busy.
+    """
+
+    def __init__(self) -> None:
+        self._wall = time.perf_counter()
+        self._busy = self._machine_busy()
+        self._own = self._own_cpu()
+
+    @staticmethod
+    def _machine_busy() -> float:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:9]]
+        idle, iowait = ticks[3], ticks[4]
+        return (sum(ticks) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own_cpu() -> float:
+        total = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            usage = resource.getrusage(who)
+            total += usage.ru_utime + usage.ru_stime
+        return total
+
+    def foreign_cpus(self) -> float:
+        """Average CPUs busy with other processes since the meter started."""
+        wall = time.perf_counter() - self._wall
+        foreign = (self._machine_busy() - self._busy) - (self._own_cpu() - self._own)
+        return max(foreign, 0.0) / max(wall, 1e-9)
+
+
 def measured(
     settings: Settings,
     block_id: str,
@@ -376,22 +421,28 @@ def measured(
     """Run one block's measurement and keep its Markdown in `blocks`.
 
     `fn(head)` measures and returns the block; `head()` gives the provenance
-    line (called after measuring, so that it holds the load average after).
+    line (called after measuring, so that it covers the whole measurement).
     A block that fails is logged and left out: BENCHMARKS.md keeps the old one.
     """
-    load_before = os.getloadavg()[0]
-    started = time.perf_counter()
+    meter = CpuMeter()
     log(f"--- {block_id} ---")
 
     def head() -> str:
-        return report.provenance(settings.command, load_before, os.getloadavg()[0], settings.quick)
+        return report.provenance(settings.command, meter.foreign_cpus(), settings.quick)
 
+    started = time.perf_counter()
     try:
         blocks[block_id] = fn(head)
     except Exception:  # one broken section must not lose the others
         log(f"--- {block_id} FAILED, block not updated ---\n{traceback.format_exc()}")
         return
-    log(f"--- {block_id} done in {time.perf_counter() - started:.0f} s ---")
+    foreign = meter.foreign_cpus()
+    log(
+        f"--- {block_id} done in {time.perf_counter() - started:.0f} s; other processes "
+        f"used {foreign:.2f} CPUs on average"
+        + (" (busy machine: figures unreliable)" if foreign > report.BUSY_THRESHOLD else "")
+        + " ---"
+    )
 
 
 def run_all(settings: Settings) -> dict[str, str]:

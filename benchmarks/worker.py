@@ -10,8 +10,9 @@ Requests (`op`): `import`, `load`, `transcribe` (`file`, `config`),
 `trace_counts`, `setup_model_level`, `encoder`, `decoder_step`, `reset_peak`,
 `memory`, `roofline` (`seconds`), `quit`.
 
-Run `python benchmarks/worker.py --prepare MODEL` to export a model's weights
-for openai-whisper and transformers (see `data.export_checkpoints`).
+`python benchmarks/worker.py --prepare MODEL` converts the built-in preset into
+the user cache if needed and exports its weights for openai-whisper and
+transformers (see `data.export_checkpoints`).
 """
 
 from __future__ import annotations
@@ -127,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", help="engine key (engines.ENGINES); none for roofline")
     parser.add_argument("--model", help="model key (data.MODELS)")
-    parser.add_argument("--prepare", metavar="MODEL", help="export checkpoints and exit")
+    parser.add_argument(
+        "--prepare", metavar="MODEL", help="convert the preset, export checkpoints and exit"
+    )
     args = parser.parse_args(argv)
 
     cpus = pin_cpus()
