@@ -102,6 +102,16 @@ class ModelSpec:
         """The id of `<|endoftext|>`."""
         return 50257 if self.multilingual else 50256
 
+    @property
+    def startofprev(self) -> int:
+        """The id of `<|startofprev|>`."""
+        return 50361 if self.multilingual else 50360
+
+    @property
+    def notimestamps(self) -> int:
+        """The id of `<|notimestamps|>`."""
+        return 50363 if self.multilingual else 50362
+
     def ct2_dir(self) -> Path:
         """A CTranslate2 model folder (model.bin, config.json, tokenizer.json).
 

@@ -316,10 +316,9 @@ class FasterWhisperEngine(Engine):
         self._encoded = self._ct2.encode(self._features)
         # <|startofprev|> + previous text + <|startoftranscript|> <|notimestamps|>: all
         # prompt, so every generated token is one decoder step.
-        startofprev = 50361 if self.model.multilingual else 50360
-        notimestamps = 50363 if self.model.multilingual else 50362
-        tokens = prompt_tokens(self.model)
-        self._prompt = [startofprev] + tokens[1:-1] + [self.model.sot, notimestamps]
+        model = self.model
+        text = prompt_tokens(model)[1:-1]
+        self._prompt = [model.startofprev, *text, model.sot, model.notimestamps]
 
     def encoder_seconds(self) -> float:
         return _seconds(lambda: self._ct2.encode(self._features))

@@ -317,8 +317,9 @@ def e2e_block(model_label: str, rows: list[E2ERow], configs: dict[str, str], hea
     lines += [
         "- Wall time of `transcribe` on a waveform already in memory (model loaded, warm); "
         "RTF = time / audio duration; spread = (max - min) / median of the timed runs.",
-        "- Peak RSS: the worker process's VmHWM, reset before each audio/setup group "
-        "(includes the loaded model and the framework).",
+        "- Peak RSS: the worker process's VmHWM over the timed runs (reset after the "
+        "warm-up, so first-time compilation is not in it; the loaded model and the "
+        "framework are).",
         "- WER: `benchmarks/wer.py` (lowercase, punctuation stripped, numbers not spelled "
         "out) against the `.txt` reference, on the last timed run's text.",
         "- keras-whisper gets no `best_of` (its `transcribe` rejects it with a fallback "

@@ -128,7 +128,8 @@ def interleave(
 ) -> dict[str, list[dict]]:
     """Send `op` to every worker in turn, `warmup + runs` rounds; keep the timed answers.
 
-    An engine that fails is recorded in `errors` and skipped for the rest of the call.
+    An engine that fails (or failed before: in `errors`) is recorded in `errors`
+    and skipped for the rest of the call.
     """
     answers: dict[str, list[dict]] = {key: [] for key in workers}
     for round_index in range(warmup + runs):
@@ -190,22 +191,21 @@ def run_e2e(model: ModelSpec, settings: Settings) -> list[report.E2ERow]:
         for audio in audio_inputs:
             for config in settings.configs:
                 errors = dict(start_errors)
+                request = {
+                    "op": "transcribe",
+                    "timeout": 900 + 30 * audio.seconds,
+                    "progress": f"e2e {model.key} {audio.name} {config}",
+                    "file": str(audio.path),
+                    "config": config,
+                }
+                interleave(workers, errors, warmup=settings.warmup, runs=0, **request)
+                # Peak RSS of the timed runs only (not of first-time compilation).
                 for key, worker in workers.items():
                     try:
                         worker.request("reset_peak")
                     except WorkerError as e:
-                        errors[key] = str(e)
-                answers = interleave(
-                    workers,
-                    errors,
-                    "transcribe",
-                    settings.warmup,
-                    settings.runs,
-                    timeout=900 + 30 * audio.seconds,
-                    progress=f"e2e {model.key} {audio.name} {config}",
-                    file=str(audio.path),
-                    config=config,
-                )
+                        errors.setdefault(key, str(e))
+                answers = interleave(workers, errors, warmup=0, runs=settings.runs, **request)
                 for key in keys:
                     timed = answers.get(key, [])
                     text = timed[-1]["text"] if timed else ""
