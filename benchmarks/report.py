@@ -489,7 +489,8 @@ def coldstart_block(model_label: str, rows: list[ColdStartRow], head: str) -> st
             f"- {row.label}, compilations (`TRACE_COUNTS`) after the first file: "
             f"{dict(sorted(traces['first'].items()))}; new ones for the 7.1-s file: "
             f"**{_trace_delta(traces['second'], traces['first'])}**; for the 53-s file "
-            f"(two windows, the second prompted with the first's text): "
+            f"(several windows, each prompted with the previous text, so prompts fall in "
+            f"longer length buckets, each compiled once): "
             f"**{_trace_delta(traces['long'], traces['second'])}**."
         )
     lines += [
