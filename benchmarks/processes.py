@@ -21,6 +21,11 @@ from data import BENCH_DIR, REPO_ROOT, cache_dir
 THREADS = 2
 
 
+def benchmark_cpus() -> list[int]:
+    """The CPUs every worker pins itself to: the first `THREADS` this process may use."""
+    return sorted(os.sched_getaffinity(0))[:THREADS]
+
+
 class WorkerError(RuntimeError):
     """A worker answered with an error, died or did not answer in time."""
 

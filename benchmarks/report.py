@@ -136,8 +136,8 @@ def provenance(command: str, foreign_cpus: float, quick: bool) -> str:
     """The line that opens every block: date, command, commit and foreign CPU load.
 
     Args:
-        foreign_cpus: CPUs kept busy on average by processes other than the
-            benchmark's during the measurement (see `run.CpuMeter`).
+        foreign_cpus: how many of the benchmark's CPUs processes other than
+            the benchmark's kept busy on average (see `run.CpuMeter`).
     """
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     notes = []
@@ -150,8 +150,7 @@ def provenance(command: str, foreign_cpus: float, quick: bool) -> str:
         notes.append("**Quick run: too few repetitions to rely on.**")
     return (
         f"_Measured {now} with `{command}` at commit {git_commit()}; other processes kept "
-        f"{foreign_cpus:.2f} of {os.cpu_count()} CPUs busy on average meanwhile._ "
-        + " ".join(notes)
+        f"{foreign_cpus:.2f} of the 2 benchmark CPUs busy on average meanwhile._ " + " ".join(notes)
     ).rstrip()
 
 

@@ -39,7 +39,7 @@ from engines import (
     MODEL_ENGINES,
     PROMPT_LENGTH,
 )
-from processes import WorkerError, WorkerProcess, run_prepare
+from processes import WorkerError, WorkerProcess, benchmark_cpus, run_prepare
 from roofline import decoder_step_bytes, encoder_flops
 
 SECTIONS = ("e2e", "model", "roofline", "coldstart")
@@ -378,24 +378,29 @@ def save_raw(name: str, payload: object) -> None:
 
 
 class CpuMeter:
-    """CPU time spent on the machine by processes other than this one and its children.
+    """CPU time other processes spent on the benchmark's CPUs.
 
-    Reads the machine's busy time from /proc/stat and subtracts this process's
-    and its finished children's CPU time (the workers are finished by the end
-    of each block), giving the average number of CPUs others kept busy.
+    Reads the busy time of the CPUs the workers are pinned to from /proc/stat
+    and subtracts this process's and its finished children's CPU time (the
+    workers are finished by the end of each block), giving the average number
+    of those CPUs that other processes kept busy.
     """
 
     def __init__(self) -> None:
+        self._cpus = {f"cpu{n}" for n in benchmark_cpus()}
         self._wall = time.perf_counter()
-        self._busy = self._machine_busy()
+        self._busy = self._cpus_busy()
         self._own = self._own_cpu()
 
-    @staticmethod
-    def _machine_busy() -> float:
+    def _cpus_busy(self) -> float:
+        busy = 0
         with open("/proc/stat") as stat:
-            ticks = [int(v) for v in stat.readline().split()[1:9]]
-        idle, iowait = ticks[3], ticks[4]
-        return (sum(ticks) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+            for line in stat:
+                name, *fields = line.split()
+                if name in self._cpus:
+                    ticks = [int(v) for v in fields[:8]]
+                    busy += sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+        return busy / os.sysconf("SC_CLK_TCK")
 
     @staticmethod
     def _own_cpu() -> float:
@@ -406,9 +411,9 @@ class CpuMeter:
         return total
 
     def foreign_cpus(self) -> float:
-        """Average CPUs busy with other processes since the meter started."""
+        """Average number of the benchmark's CPUs other processes kept busy so far."""
         wall = time.perf_counter() - self._wall
-        foreign = (self._machine_busy() - self._busy) - (self._own_cpu() - self._own)
+        foreign = (self._cpus_busy() - self._busy) - (self._own_cpu() - self._own)
         return max(foreign, 0.0) / max(wall, 1e-9)
 
 

@@ -25,17 +25,16 @@ import time
 import traceback
 from typing import Any, TextIO
 
-THREADS = 2
 
-
-def pin_cpus(count: int = THREADS) -> list[int]:
-    """Restrict this process to `count` CPUs (the first it may use); returns them.
+def pin_cpus() -> list[int]:
+    """Restrict this process to the benchmark's CPUs (`processes.benchmark_cpus`).
 
     Thread-count settings do not bind every library (XLA sizes its pool from
-    the machine), so the affinity mask is what guarantees `count` cores.
+    the machine), so the affinity mask is what guarantees 2 cores.
     """
-    allowed = sorted(os.sched_getaffinity(0))
-    chosen = allowed[:count]
+    from processes import benchmark_cpus
+
+    chosen = benchmark_cpus()
     os.sched_setaffinity(0, chosen)
     return chosen
 
