@@ -193,15 +193,12 @@ class KerasWhisperEngine(Engine):
         self.task = keras_whisper.WhisperSpeechToText.from_preset(self.model.preset)
 
     def transcribe(self, audio: np.ndarray, config: DecodeConfig) -> str:
-        # No `best_of`: keras-whisper's transcribe() rejects it with a temperature
-        # fallback starting at 0 (it validates the options at T=0 before the fallback
-        # drops best_of). It only matters for windows that fall back to T > 0, which
-        # then draw 1 sample instead of `config.best_of`.
         result = self.task.transcribe(
             audio,
             language="en",
             temperature=TEMPERATURES,
             beam_size=config.beam_size,
+            best_of=config.best_of,
             without_timestamps=False,
             condition_on_previous_text=True,
         )

@@ -321,9 +321,7 @@ def e2e_block(model_label: str, rows: list[E2ERow], configs: dict[str, str], hea
         "framework are).",
         "- WER: `benchmarks/wer.py` (lowercase, punctuation stripped, numbers not spelled "
         "out) against the `.txt` reference, on the last timed run's text.",
-        "- keras-whisper gets no `best_of` (its `transcribe` rejects it with a fallback "
-        "starting at temperature 0; see benchmarks/README.md): windows that fall back to "
-        "temperature > 0 draw 1 sample instead of `best_of`.",
+        "- Every engine gets the same `best_of` for the windows that fall back to temperature > 0.",
         "",
     ]
     return "\n".join(lines)
