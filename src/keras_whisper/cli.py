@@ -5,7 +5,13 @@ keras-whisper transcribe AUDIO... [--preset whisper_tiny_en] [--language LANG]
     [--task transcribe|translate] [--beam-size N] [--temperature T]
     [--initial-prompt TEXT] [--output-format txt|srt|vtt|tsv|json|all]
     [--output-dir DIR] [--threads N] [--backend jax|torch|tensorflow]
+    [--batch-size N] [--vad-filter] [--dtype bfloat16]
 ```
+
+Without `--batch-size`, each input goes through OpenAI's sequential seek loop with a
+progress bar over its audio time. With it, voice activity detection cuts the speech
+of all inputs into pieces of at most 30 s, decoded N at a time (`pip install
+'keras-whisper[vad]'`).
 
 Backend and thread count are applied before Keras is imported. Each input's
 transcript is written next to the others in `--output-dir`, named after the
@@ -57,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=None, help="CPU threads to use")
     run.add_argument("--backend", default=None, choices=("jax", "torch", "tensorflow"))
     run.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16")
+    run.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="batched mode: VAD speech pieces of all inputs decoded N at a time",
+    )
+    run.add_argument(
+        "--vad-filter", action="store_true", help="drop non-speech first (sequential mode)"
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar or text on stdout")
     return parser
 
@@ -87,6 +102,52 @@ def _temperatures(start: float, increment: float) -> tuple[float, ...]:
     return tuple(values) or (start,)
 
 
+def _sequential(model, path, args, temperatures, decode_options):
+    """One input through the seek loop, with a progress bar over its audio time; the
+    result, or the exception it raised."""
+    from tqdm import tqdm
+
+    from keras_whisper.transcription import TranscriptionResult
+
+    try:
+        segments, info = model.transcribe_segments(
+            path,
+            language=args.language,
+            task=args.task,
+            temperature=temperatures,
+            initial_prompt=args.initial_prompt,
+            condition_on_previous_text=args.condition_on_previous_text,
+            vad_filter=args.vad_filter,
+            **decode_options,
+        )
+        bar = tqdm(
+            total=round(info.duration, 2),
+            unit="s",
+            desc=Path(path).name,
+            disable=args.quiet,
+            file=sys.stderr,
+        )
+        collected = []
+        done = 0.0
+        for segment in segments:
+            collected.append(segment)
+            bar.update(round(max(min(segment.end, info.duration) - done, 0.0), 2))
+            done = max(done, min(segment.end, info.duration))
+            if not args.quiet:
+                tqdm.write(f"[{segment.start:7.2f} --> {segment.end:7.2f}] {segment.text.strip()}")
+        bar.update(max(round(info.duration - done, 2), 0))
+        bar.close()
+        return TranscriptionResult(
+            text="".join(s.text for s in collected).strip(),
+            language=info.language,
+            language_probability=info.language_probability,
+            segments=collected,
+            duration=info.duration,
+        )
+    except Exception as error:  # reported by the caller, which goes on with the rest
+        return error
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_runtime(args.backend, args.threads)
@@ -94,8 +155,6 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-
-    from tqdm import tqdm
 
     from keras_whisper.speech_to_text import WhisperSpeechToText
     from keras_whisper.writers import write_result
@@ -114,48 +173,36 @@ def main(argv: list[str] | None = None) -> int:
         "without_timestamps": args.without_timestamps,
     }
     failures = 0
-    for path in args.audio:
+    temperatures = _temperatures(args.temperature, args.temperature_increment)
+    decode_options = {k: v for k, v in decode_options.items() if v not in (None, False)}
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            print("keras-whisper: --batch-size must be at least 1.", file=sys.stderr)
+            return 2
+        decode_options.pop("best_of", None)  # no temperature fallback in the batched mode
+        outcomes = model.transcribe_many(
+            args.audio,
+            batch_size=args.batch_size,
+            language=args.language,
+            task=args.task,
+            temperature=temperatures[0],
+            progress=None,
+            **decode_options,
+        )
+    else:
+        outcomes = (
+            (path, _sequential(model, path, args, temperatures, decode_options))
+            for path in args.audio
+        )
+    for path, result in outcomes:
         try:
-            segments, info = model.transcribe_segments(
-                path,
-                language=args.language,
-                task=args.task,
-                temperature=_temperatures(args.temperature, args.temperature_increment),
-                initial_prompt=args.initial_prompt,
-                condition_on_previous_text=args.condition_on_previous_text,
-                **{k: v for k, v in decode_options.items() if v not in (None, False)},
-            )
-            bar = tqdm(
-                total=round(info.duration, 2),
-                unit="s",
-                desc=Path(path).name,
-                disable=args.quiet,
-                file=sys.stderr,
-            )
-            collected = []
-            done = 0.0
-            for segment in segments:
-                collected.append(segment)
-                bar.update(round(max(segment.end - done, 0.0), 2))
-                done = max(done, segment.end)
-                if not args.quiet:
-                    tqdm.write(
-                        f"[{segment.start:7.2f} --> {segment.end:7.2f}] {segment.text.strip()}"
-                    )
-            bar.update(max(round(info.duration - done, 2), 0))
-            bar.close()
-            from keras_whisper.transcription import TranscriptionResult
-
-            result = TranscriptionResult(
-                text="".join(s.text for s in collected).strip(),
-                language=info.language,
-                language_probability=info.language_probability,
-                segments=collected,
-                duration=info.duration,
-            )
+            if isinstance(result, Exception):
+                raise result
             stem = Path(path).stem
             for fmt in formats:
                 write_result(result, output_dir / f"{stem}.{fmt}", fmt)
+            if args.batch_size is not None and not args.quiet:
+                print(f"{path}: {result.text}")
         except Exception as error:
             failures += 1
             print(f"keras-whisper: {path}: {type(error).__name__}: {error}", file=sys.stderr)
