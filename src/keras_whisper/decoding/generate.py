@@ -173,8 +173,8 @@ def _loop_stage(
     n_audio, length = ops.shape(buffer)
     rows = n_audio * group
     if group > 1:
-        cross_cache = ops.repeat(cross_cache, group, axis=2)
-        cache = ops.repeat(cache, group, axis=2)
+        # The cross-attention cache stays one entry per audio, shared by its rows.
+        cache = keras.tree.map_structure(lambda c: ops.repeat(c, group, axis=0), cache)
         buffer = ops.repeat(buffer, group, axis=0)
     sample_begin = ops.cast(sample_begin, "int32")
 
@@ -296,7 +296,7 @@ def _beam_loop(spec, next_logits, index, tokens, cache, sum_logprobs, sample_beg
 
         tokens = ops.take(tokens, new_rows, axis=0)
         tokens = ops.slice_update(tokens, (0, index), ops.reshape(new_ids, (rows, 1)))
-        cache = ops.take(cache, new_rows, axis=2)
+        cache = keras.tree.map_structure(lambda c: ops.take(c, new_rows, axis=0), cache)
         sum_logprobs = ops.reshape(new_scores, (rows,))
         return index + 1, tokens, cache, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count
 
