@@ -505,14 +505,16 @@ class WhisperBackbone(Backbone):
         x = self.decoder_position_embedding(x, start_index=cache_index)
         num_new = ops.shape(token_ids)[1]
         max_length = ops.shape(self_cache[0][0])[2]
-        query_positions = ops.arange(num_new) + cache_index
-        key_positions = ops.arange(max_length)
-        mask = (key_positions[None, :] <= query_positions[:, None])[None, None, :, :]
+        # Cached positions before `cache_index`, and the new tokens causally.
+        cache_mask = (ops.arange(max_length) < cache_index)[None, None, None, :]
+        new_positions = ops.arange(num_new)
+        new_mask = (new_positions[None, :] <= new_positions[:, None])[None, None, :, :]
+        masks = (cache_mask, new_mask)
         updated = []
         for layer, layer_self, layer_cross in zip(
             self.decoder_transformer_layers, self_cache, cross_cache, strict=True
         ):
-            x, layer_self = layer.call_with_cache(x, layer_self, layer_cross, cache_index, mask)
+            x, layer_self = layer.call_with_cache(x, layer_self, layer_cross, cache_index, masks)
             updated.append(layer_self)
         return self.decoder_layer_norm(x), tuple(updated)
 

@@ -211,6 +211,38 @@ class WhisperAttention(keras.layers.Layer):
             _split_heads(self.value(inputs), self.num_heads),
         )
 
+    def _project_query(self, query_inputs, group=1):
+        """Scaled queries `(batch // group, heads, group * length, head_dim)`."""
+        query = _split_heads(self.query(query_inputs), self.num_heads)
+        query = query * ops.cast(self.head_dim**-0.5, query.dtype)
+        if group > 1:
+            # The `group` rows of one audio become one product over its keys.
+            batch, _, length, _ = ops.shape(query)
+            query = ops.reshape(query, (batch // group, group, self.num_heads, length, -1))
+            query = ops.reshape(
+                ops.transpose(query, (0, 2, 1, 3, 4)),
+                (batch // group, self.num_heads, group * length, -1),
+            )
+        return query
+
+    def _output(self, context, group=1):
+        """The output projection of `context` `(batch // group, heads, group * length, d)`."""
+        if group > 1:
+            audio, _, rows, _ = ops.shape(context)
+            length = rows // group
+            context = ops.reshape(context, (audio, self.num_heads, group, length, -1))
+            context = ops.reshape(
+                ops.transpose(context, (0, 2, 1, 3, 4)),
+                (audio * group, self.num_heads, length, -1),
+            )
+        return self.attention_output(_merge_heads(context))
+
+    def _scores(self, query, keys, mask=None):
+        scores = ops.cast(ops.einsum("bhqd,bhkd->bhqk", query, keys), "float32")
+        if mask is not None:
+            scores = ops.where(mask, scores, MASK_VALUE)
+        return scores
+
     def attend(self, query_inputs, keys, values, attention_mask=None, training=None, group=1):
         """Attention of projected `query_inputs` over already projected keys/values.
 
@@ -218,34 +250,49 @@ class WhisperAttention(keras.layers.Layer):
             query_inputs: `(batch, length, hidden_dim)` un-projected queries.
             keys, values: `(batch // group, heads, key_length, head_dim)`.
             attention_mask: optional boolean mask broadcastable to
-                `(batch, heads, length, key_length)`, `True` where allowed.
+                `(batch // group, heads, group * length, key_length)`, `True`
+                where allowed.
             training: bool. Whether dropout applies.
             group: int. How many consecutive query rows share one row of
                 `keys` and `values` (the beams of one audio in cross-attention).
         """
-        query = _split_heads(self.query(query_inputs), self.num_heads)
-        query = query * ops.cast(self.head_dim**-0.5, query.dtype)
-        if group > 1:
-            # (batch, heads, q, d) -> (audio, heads, group * q, d): one product per audio.
-            batch, _, length, _ = ops.shape(query)
-            query = ops.reshape(query, (batch // group, group, self.num_heads, length, -1))
-            query = ops.reshape(
-                ops.transpose(query, (0, 2, 1, 3, 4)),
-                (batch // group, self.num_heads, group * length, -1),
-            )
-        scores = ops.einsum("bhqd,bhkd->bhqk", query, keys)
-        scores = ops.cast(scores, "float32")
-        if attention_mask is not None:
-            scores = ops.where(attention_mask, scores, MASK_VALUE)
+        query = self._project_query(query_inputs, group)
+        scores = self._scores(query, keys, attention_mask)
         weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         weights = self.probability_dropout(weights, training=training)
         context = ops.einsum("bhqk,bhkd->bhqd", weights, values)
-        if group > 1:
-            context = ops.reshape(context, (batch // group, self.num_heads, group, length, -1))
-            context = ops.reshape(
-                ops.transpose(context, (0, 2, 1, 3, 4)), (batch, self.num_heads, length, -1)
-            )
-        return self.attention_output(_merge_heads(context))
+        return self._output(context, group)
+
+    def attend_with_cache(
+        self, query_inputs, cache_keys, cache_values, keys, values, cache_mask, new_mask
+    ):
+        """Self-attention of new positions over the cached ones and themselves.
+
+        The same as attending over the cache with the new keys and values
+        written in, but it reads the cache as it was: the update of the cache
+        is then its only use, which lets XLA do it in place.
+
+        Args:
+            query_inputs: `(batch, new_length, hidden_dim)` un-projected queries.
+            cache_keys, cache_values: `(batch, heads, max_length, head_dim)`,
+                the earlier positions.
+            keys, values: `(batch, heads, new_length, head_dim)`, the new ones.
+            cache_mask: boolean, broadcastable to
+                `(batch, heads, new_length, max_length)`: the cached positions
+                each new one may see.
+            new_mask: boolean, broadcastable to
+                `(batch, heads, new_length, new_length)` (causal).
+        """
+        query = self._project_query(query_inputs)
+        scores = ops.concatenate(
+            [self._scores(query, cache_keys, cache_mask), self._scores(query, keys, new_mask)],
+            axis=-1,
+        )
+        weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
+        cached = ops.shape(cache_keys)[2]
+        context = ops.einsum("bhqk,bhkd->bhqd", weights[..., :cached], cache_values)
+        context = context + ops.einsum("bhqk,bhkd->bhqd", weights[..., cached:], values)
+        return self._output(context)
 
     def call(self, query, key_value=None, attention_mask=None, training=None):
         keys, values = self.project_key_value(query if key_value is None else key_value)
@@ -393,7 +440,7 @@ class WhisperDecoderBlock(_Block):
         x = x + self.residual_dropout(h, training=training)
         return self._feedforward(x, training=training)
 
-    def call_with_cache(self, x, self_cache, cross_cache, cache_index, self_attention_mask):
+    def call_with_cache(self, x, self_cache, cross_cache, cache_index, self_attention_masks):
         """One decoding step (any number of new tokens) with explicit caches.
 
         Args:
@@ -404,7 +451,10 @@ class WhisperDecoderBlock(_Block):
             cross_cache: `(keys, values)`, each
                 `(batch // group, heads, encoder_length, head_dim)`.
             cache_index: int scalar, position of the first new token.
-            self_attention_mask: boolean `(batch or 1, 1, new_tokens, max_length)`.
+            self_attention_masks: `(cache_mask, new_mask)`, booleans
+                broadcastable to `(batch, 1, new_tokens, max_length)` (the
+                cached positions each new token sees) and
+                `(batch, 1, new_tokens, new_tokens)` (causal).
 
         Returns:
             `(outputs, self_cache)` with the cache updated.
@@ -414,12 +464,15 @@ class WhisperDecoderBlock(_Block):
         group = ops.shape(x)[0] // ops.shape(cross_keys)[0]
         h = self.self_attention_layer_norm(x)
         keys, values = self.self_attention.project_key_value(h)
-        start = (0, 0, cache_index, 0)
-        cache_keys = ops.slice_update(cache_keys, start, ops.cast(keys, cache_keys.dtype))
-        cache_values = ops.slice_update(cache_values, start, ops.cast(values, cache_values.dtype))
-        h = self.self_attention.attend(
-            h, cache_keys, cache_values, attention_mask=self_attention_mask
+        keys = ops.cast(keys, cache_keys.dtype)
+        values = ops.cast(values, cache_values.dtype)
+        cache_mask, new_mask = self_attention_masks
+        h = self.self_attention.attend_with_cache(
+            h, cache_keys, cache_values, keys, values, cache_mask, new_mask
         )
+        start = (0, 0, cache_index, 0)
+        cache_keys = ops.slice_update(cache_keys, start, keys)
+        cache_values = ops.slice_update(cache_values, start, values)
         x = x + h
         h = self.cross_attention.attend(
             self.cross_attention_layer_norm(x), cross_keys, cross_values, group=group

@@ -106,7 +106,13 @@ def _jit_stateless(model_ref, name: str, fn):
         with keras.StatelessScope(state_mapping=list(zip(model.variables, state, strict=True))):
             return fn(model, *args)
 
-    return jax.jit(stateless)
+    options = None
+    if jax.default_backend() == "cpu":
+        # XLA CPU's default copy insertion copies a loop-carried buffer that is both
+        # read and updated in place (the self-attention cache), twice per step; its
+        # region analysis proves the read comes first and keeps the update in place.
+        options = {"xla_cpu_copy_insertion_use_region_analysis": True}
+    return jax.jit(stateless, compiler_options=options)
 
 
 def _to_numpy(x) -> np.ndarray:
