@@ -430,16 +430,27 @@ class WhisperBackbone(Backbone):
         features = ops.cast(encoder_features, self.compute_dtype)
         return self._encode(features, training=training)
 
-    def logits(self, decoder_sequence_output):
+    def logits(self, decoder_sequence_output, transposed_embeddings=None):
         """Next-token logits (float32) from decoder outputs, via the tied embedding.
 
         Args:
             decoder_sequence_output: `(..., hidden_dim)`.
+            transposed_embeddings: optional `(hidden_dim, vocabulary_size)`
+                tensor, `transposed_token_embeddings()` computed once by a
+                decoding loop: on CPU a vector-matrix product reads a table
+                in this layout about twice as fast as the stored one.
 
         Returns:
             `(..., vocabulary_size)` float32 logits, `hidden @ embeddings.T`.
         """
-        return self.token_embedding(decoder_sequence_output, reverse=True)
+        if transposed_embeddings is None:
+            return self.token_embedding(decoder_sequence_output, reverse=True)
+        table = ops.cast(transposed_embeddings, self.compute_dtype)
+        return ops.cast(ops.matmul(decoder_sequence_output, table), "float32")
+
+    def transposed_token_embeddings(self):
+        """The token embedding table transposed, `(hidden_dim, vocabulary_size)`."""
+        return ops.transpose(ops.convert_to_tensor(self.token_embedding.embeddings))
 
     @property
     def head_dim(self) -> int:
