@@ -142,10 +142,11 @@ def _language_stage(model, cross_cache, sot_ids, language_mask):
     return ops.softmax(logits, axis=-1)
 
 
-def _prefill_stage(model, cross_cache, prompt, sot_index, no_speech_id):
-    batch = ops.shape(prompt)[0]
-    cache = model.empty_self_attention_cache(batch)
-    hidden, cache = model.decode_with_cache(prompt, cache, cross_cache, 0)
+def _prefill_stage(model, cross_cache, cache, start, prompt, sot_index, no_speech_id):
+    # The empty cache and the start position (0) come in as arguments: as constants,
+    # XLA would fold the fully masked attention over the empty cache at compile time
+    # (seconds per prompt bucket).
+    hidden, cache = model.decode_with_cache(prompt, cache, cross_cache, start)
     at_sot = ops.take(hidden, sot_index, axis=1)
     probs = ops.softmax(model.logits(at_sot), axis=-1)
     return cache, ops.take(probs, no_speech_id, axis=1)
@@ -600,6 +601,8 @@ def generate(
         ("prefill",),
         _prefill_stage,
         cross_cache,
+        backbone.empty_self_attention_cache(n_audio),
+        np.int32(0),
         prompt,
         np.int32(sot_index),
         np.int32(tokenizer.no_speech),
