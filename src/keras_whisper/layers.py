@@ -3,15 +3,18 @@
 Every layer here is written with `keras.ops` and `keras.layers` only, so it runs
 on JAX, PyTorch and TensorFlow. Attention layers work on whole sequences (the
 functional model, training) and on one decoding step at a time with an explicit
-key/value cache: a plain tensor that is passed in and returned, preallocated to
-its maximum length and updated in place with `keras.ops.slice_update`.
+key/value cache: plain tensors that are passed in and returned, preallocated to
+their maximum length and updated in place with `keras.ops.slice_update`.
 
-Cache layout (one tensor per decoder stack):
+Cache layout: one `(keys, values)` pair per decoder layer, each tensor
+`(batch, num_heads, length, head_dim)`, the layout the attention products read
+without any transpose:
 
-- self-attention: `(num_layers, 2, batch, num_heads, max_length, head_dim)`,
-  `[:, 0]` keys and `[:, 1]` values;
-- cross-attention: `(num_layers, 2, batch, num_heads, encoder_length, head_dim)`,
-  computed once per audio window.
+- self-attention: `length` is the maximum decoding length;
+- cross-attention: `length` is the encoder length, computed once per audio
+  window. Its batch may be smaller than the decoder's: rows `i * group ...
+  (i + 1) * group - 1` of the decoder (the beams or samples of one audio) all
+  read entry `i`, so the keys and values are never repeated per beam.
 """
 
 from __future__ import annotations
@@ -113,7 +116,8 @@ class TokenEmbedding(keras.layers.Embedding):
     def call(self, inputs, reverse=False):
         if reverse:
             table = ops.cast(self.embeddings, self.compute_dtype)
-            logits = ops.matmul(inputs, ops.transpose(table))
+            # Contract with the table as stored: no transposed copy of it.
+            logits = ops.einsum("...d,vd->...v", inputs, table)
             return ops.cast(logits, "float32")
         return super().call(inputs)
 
@@ -207,25 +211,88 @@ class WhisperAttention(keras.layers.Layer):
             _split_heads(self.value(inputs), self.num_heads),
         )
 
-    def attend(self, query_inputs, keys, values, attention_mask=None, training=None):
+    def _project_query(self, query_inputs, group=1):
+        """Scaled queries `(batch // group, heads, group * length, head_dim)`."""
+        query = _split_heads(self.query(query_inputs), self.num_heads)
+        query = query * ops.cast(self.head_dim**-0.5, query.dtype)
+        if group > 1:
+            # The `group` rows of one audio become one product over its keys.
+            batch, _, length, _ = ops.shape(query)
+            query = ops.reshape(query, (batch // group, group, self.num_heads, length, -1))
+            query = ops.reshape(
+                ops.transpose(query, (0, 2, 1, 3, 4)),
+                (batch // group, self.num_heads, group * length, -1),
+            )
+        return query
+
+    def _output(self, context, group=1):
+        """The output projection of `context` `(batch // group, heads, group * length, d)`."""
+        if group > 1:
+            audio, _, rows, _ = ops.shape(context)
+            length = rows // group
+            context = ops.reshape(context, (audio, self.num_heads, group, length, -1))
+            context = ops.reshape(
+                ops.transpose(context, (0, 2, 1, 3, 4)),
+                (audio * group, self.num_heads, length, -1),
+            )
+        return self.attention_output(_merge_heads(context))
+
+    def _scores(self, query, keys, mask=None):
+        scores = ops.cast(ops.einsum("bhqd,bhkd->bhqk", query, keys), "float32")
+        if mask is not None:
+            scores = ops.where(mask, scores, MASK_VALUE)
+        return scores
+
+    def attend(self, query_inputs, keys, values, attention_mask=None, training=None, group=1):
         """Attention of projected `query_inputs` over already projected keys/values.
 
         Args:
             query_inputs: `(batch, length, hidden_dim)` un-projected queries.
-            keys, values: `(batch, heads, key_length, head_dim)`.
+            keys, values: `(batch // group, heads, key_length, head_dim)`.
             attention_mask: optional boolean mask broadcastable to
-                `(batch, heads, length, key_length)`, `True` where allowed.
+                `(batch // group, heads, group * length, key_length)`, `True`
+                where allowed.
+            training: bool. Whether dropout applies.
+            group: int. How many consecutive query rows share one row of
+                `keys` and `values` (the beams of one audio in cross-attention).
         """
-        query = _split_heads(self.query(query_inputs), self.num_heads)
-        query = query * ops.cast(self.head_dim**-0.5, query.dtype)
-        scores = ops.matmul(query, ops.swapaxes(keys, -1, -2))
-        scores = ops.cast(scores, "float32")
-        if attention_mask is not None:
-            scores = ops.where(attention_mask, scores, MASK_VALUE)
+        query = self._project_query(query_inputs, group)
+        scores = self._scores(query, keys, attention_mask)
         weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         weights = self.probability_dropout(weights, training=training)
-        context = _merge_heads(ops.matmul(weights, values))
-        return self.attention_output(context)
+        context = ops.einsum("bhqk,bhkd->bhqd", weights, values)
+        return self._output(context, group)
+
+    def attend_with_cache(
+        self, query_inputs, cache_keys, cache_values, keys, values, cache_mask, new_mask
+    ):
+        """Self-attention of new positions over the cached ones and themselves.
+
+        The same as attending over the cache with the new keys and values
+        written in, but it reads the cache as it was: the update of the cache
+        is then its only use, which lets XLA do it in place.
+
+        Args:
+            query_inputs: `(batch, new_length, hidden_dim)` un-projected queries.
+            cache_keys, cache_values: `(batch, heads, max_length, head_dim)`,
+                the earlier positions.
+            keys, values: `(batch, heads, new_length, head_dim)`, the new ones.
+            cache_mask: boolean, broadcastable to
+                `(batch, heads, new_length, max_length)`: the cached positions
+                each new one may see.
+            new_mask: boolean, broadcastable to
+                `(batch, heads, new_length, new_length)` (causal).
+        """
+        query = self._project_query(query_inputs)
+        scores = ops.concatenate(
+            [self._scores(query, cache_keys, cache_mask), self._scores(query, keys, new_mask)],
+            axis=-1,
+        )
+        weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
+        cached = ops.shape(cache_keys)[2]
+        context = ops.einsum("bhqk,bhkd->bhqd", weights[..., :cached], cache_values)
+        context = context + ops.einsum("bhqk,bhkd->bhqd", weights[..., cached:], values)
+        return self._output(context)
 
     def call(self, query, key_value=None, attention_mask=None, training=None):
         keys, values = self.project_key_value(query if key_value is None else key_value)
@@ -373,31 +440,42 @@ class WhisperDecoderBlock(_Block):
         x = x + self.residual_dropout(h, training=training)
         return self._feedforward(x, training=training)
 
-    def call_with_cache(self, x, self_cache, cross_cache, cache_index, self_attention_mask):
+    def call_with_cache(self, x, self_cache, cross_cache, cache_index, self_attention_masks):
         """One decoding step (any number of new tokens) with explicit caches.
 
         Args:
             x: `(batch, new_tokens, hidden_dim)`.
-            self_cache: `(2, batch, heads, max_length, head_dim)` keys and values
-                of this layer's self-attention; the new ones are written at
-                `cache_index`.
-            cross_cache: `(2, batch, heads, encoder_length, head_dim)`.
+            self_cache: `(keys, values)` of this layer's self-attention, each
+                `(batch, heads, max_length, head_dim)`; the new ones are written
+                at `cache_index`.
+            cross_cache: `(keys, values)`, each
+                `(batch // group, heads, encoder_length, head_dim)`.
             cache_index: int scalar, position of the first new token.
-            self_attention_mask: boolean `(batch or 1, 1, new_tokens, max_length)`.
+            self_attention_masks: `(cache_mask, new_mask)`, booleans
+                broadcastable to `(batch, 1, new_tokens, max_length)` (the
+                cached positions each new token sees) and
+                `(batch, 1, new_tokens, new_tokens)` (causal).
 
         Returns:
             `(outputs, self_cache)` with the cache updated.
         """
+        cache_keys, cache_values = self_cache
+        cross_keys, cross_values = cross_cache
+        group = ops.shape(x)[0] // ops.shape(cross_keys)[0]
         h = self.self_attention_layer_norm(x)
         keys, values = self.self_attention.project_key_value(h)
-        new_kv = ops.cast(ops.stack([keys, values]), self_cache.dtype)
-        self_cache = ops.slice_update(self_cache, (0, 0, 0, cache_index, 0), new_kv)
-        h = self.self_attention.attend(
-            h, self_cache[0], self_cache[1], attention_mask=self_attention_mask
+        keys = ops.cast(keys, cache_keys.dtype)
+        values = ops.cast(values, cache_values.dtype)
+        cache_mask, new_mask = self_attention_masks
+        h = self.self_attention.attend_with_cache(
+            h, cache_keys, cache_values, keys, values, cache_mask, new_mask
         )
+        start = (0, 0, cache_index, 0)
+        cache_keys = ops.slice_update(cache_keys, start, keys)
+        cache_values = ops.slice_update(cache_values, start, values)
         x = x + h
         h = self.cross_attention.attend(
-            self.cross_attention_layer_norm(x), cross_cache[0], cross_cache[1]
+            self.cross_attention_layer_norm(x), cross_keys, cross_values, group=group
         )
         x = x + h
-        return self._feedforward(x), self_cache
+        return self._feedforward(x), (cache_keys, cache_values)
