@@ -7,9 +7,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_whisper.audio import WhisperAudioConverter, load_audio, pad_or_trim
+from keras_whisper.audio import WhisperAudioConverter, load_audio
 from keras_whisper.backbone import WhisperBackbone
-from keras_whisper.batched import transcribe_batched, transcribe_many
+from keras_whisper.batched import transcribe_batched, transcribe_many, window_features
 from keras_whisper.decoding import DecodingOptions, DecodingResult, generate
 from keras_whisper.tokenizer import WhisperTokenizer
 from keras_whisper.transcription import TranscriptionResult, transcribe, transcribe_segments
@@ -118,10 +118,7 @@ class WhisperSpeechToText(keras.Model):
         log-mel, as the converter's `__call__` does, gives slightly different
         features at the end of a short recording.)
         """
-        converter = self.audio_converter
-        mel = converter.whole_file_features(waveform)
-        content = mel.shape[0] - converter.num_frames
-        return pad_or_trim(mel[:content], converter.num_frames, axis=0).astype("float32")
+        return window_features(waveform, self.backbone.num_mels)
 
     def transcribe(
         self, audio, batch_size: int | None = None, **kwargs: Any
