@@ -65,6 +65,24 @@ def test_matches_independent_numpy_forward_pass():
     assert ours.dtype == np.float32
 
 
+@pytest.mark.parametrize("dtype, atol", [("float32", 2e-5), ("bfloat16", 0.15)])
+def test_fused_encoder_attention_matches_numpy_reference(monkeypatch, dtype, atol):
+    """The encoder through `ops.dot_product_attention` (the GPU path) computes the same."""
+    from keras_whisper import layers
+
+    backbone, sd = small_backbone(dtype=dtype)
+    features = small_inputs()["encoder_features"]
+    calls = []
+    fused = layers.WhisperAttention._fused
+    monkeypatch.setattr(layers, "FUSED_ATTENTION", True)
+    monkeypatch.setattr(
+        layers.WhisperAttention, "_fused", lambda *args: calls.append(1) or fused(*args)
+    )
+    out = keras.ops.convert_to_numpy(keras.ops.cast(backbone.encode(features), "float32"))
+    assert len(calls) == SMALL_CONFIG["num_layers"]
+    np.testing.assert_allclose(out, encode(features, sd, num_heads=4), atol=atol, rtol=1e-4)
+
+
 def test_encode_matches_functional_output():
     backbone, _ = small_backbone()
     inputs = small_inputs()

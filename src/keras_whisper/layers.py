@@ -30,6 +30,31 @@ from keras import ops
 # booleans (never autocast to half precision) and meet the scores in float32.
 MASK_VALUE = -1e9
 
+# Unmasked self-attention (the encoder) through the backend's fused attention
+# kernel (cuDNN flash attention on JAX, PyTorch's SDPA): `None` chooses it on
+# GPUs in half precision, where the materialised `(batch, heads, 1500, 1500)`
+# scores would otherwise dominate the encoder's memory traffic; on CPUs the
+# einsum path is faster. `True` / `False` force either (benchmarks, tests).
+FUSED_ATTENTION: bool | None = None
+
+
+def use_fused_attention(compute_dtype: str) -> bool:
+    """Whether unmasked self-attention runs through `ops.dot_product_attention`."""
+    if FUSED_ATTENTION is not None:
+        return bool(FUSED_ATTENTION)
+    if compute_dtype not in ("bfloat16", "float16"):
+        return False
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
 
 def whisper_kernel_initializer(stddev: float = 0.02) -> keras.initializers.Initializer:
     """The initializer of every dense kernel and embedding table."""
@@ -295,8 +320,26 @@ class WhisperAttention(keras.layers.Layer):
         return self._output(context)
 
     def call(self, query, key_value=None, attention_mask=None, training=None):
+        dropout = training and self.dropout > 0
+        if attention_mask is None and not dropout and use_fused_attention(self.compute_dtype):
+            return self._fused(query, query if key_value is None else key_value)
         keys, values = self.project_key_value(query if key_value is None else key_value)
         return self.attend(query, keys, values, attention_mask=attention_mask, training=training)
+
+    def _fused(self, query_inputs, key_value_inputs):
+        """Unmasked attention in one fused kernel, `(batch, length, heads, head_dim)` layout."""
+
+        def heads(x):
+            return ops.reshape(x, (ops.shape(x)[0], ops.shape(x)[1], self.num_heads, -1))
+
+        context = ops.dot_product_attention(
+            heads(self.query(query_inputs)),
+            heads(self.key(key_value_inputs)),
+            heads(self.value(key_value_inputs)),
+            scale=self.head_dim**-0.5,
+        )
+        batch, length = ops.shape(context)[0], ops.shape(context)[1]
+        return self.attention_output(ops.reshape(context, (batch, length, -1)))
 
     def compute_output_shape(self, query_shape, key_value_shape=None):
         return query_shape
