@@ -42,16 +42,30 @@ class DecodeConfig:
     name: str
     beam_size: int | None  # None: greedy
     best_of: int  # samples per window when falling back to temperature > 0
+    # Batched throughput mode (issue 8): Silero VAD pieces of <= 30 s decoded
+    # `batch_size` at a time, no timestamps, no previous text, T = 0 only, against
+    # faster-whisper's `BatchedInferencePipeline` with the same batch size.
+    batch_size: int | None = None
 
     def describe(self) -> str:
         search = "greedy" if self.beam_size is None else f"beam {self.beam_size}"
+        if self.batch_size:
+            return (
+                f"batched mode, batch {self.batch_size}, {search}, Silero VAD pieces <= 30 s "
+                "(default options), no timestamps, no previous text, T = 0; engines without "
+                "a batched mode are not run"
+            )
         return f"{search}, best_of {self.best_of}, T fallback 0-1, timestamps, prev. text"
 
 
 DECODE_CONFIGS = {
     "greedy": DecodeConfig("greedy", None, 1),
     "beam5": DecodeConfig("beam5", 5, 5),
+    "batched8": DecodeConfig("batched8", None, 1, batch_size=8),
+    "batched16": DecodeConfig("batched16", None, 1, batch_size=16),
 }
+# The engines with a batched mode (the others skip the `batch_size` setups).
+BATCHED_ENGINES = ("kw-jax", "kw-torch", "fw-fp32", "fw-int8")
 
 
 def model_features(num_mels: int) -> np.ndarray:
@@ -193,6 +207,10 @@ class KerasWhisperEngine(Engine):
         self.task = keras_whisper.WhisperSpeechToText.from_preset(self.model.preset)
 
     def transcribe(self, audio: np.ndarray, config: DecodeConfig) -> str:
+        if config.batch_size:
+            return self.task.transcribe(
+                audio, language="en", batch_size=config.batch_size, without_timestamps=True
+            ).text
         result = self.task.transcribe(
             audio,
             language="en",
@@ -285,6 +303,23 @@ class FasterWhisperEngine(Engine):
         )
 
     def transcribe(self, audio: np.ndarray, config: DecodeConfig) -> str:
+        if config.batch_size:
+            from faster_whisper import BatchedInferencePipeline
+
+            if getattr(self, "pipeline", None) is None:
+                self.pipeline = BatchedInferencePipeline(self.whisper)
+            segments, _ = self.pipeline.transcribe(
+                audio,
+                language="en",
+                task="transcribe",
+                batch_size=config.batch_size,
+                beam_size=1,
+                best_of=1,
+                temperature=0.0,
+                without_timestamps=True,
+                vad_filter=True,
+            )
+            return "".join(segment.text for segment in segments).strip()
         segments, _ = self.whisper.transcribe(
             audio,
             language="en",

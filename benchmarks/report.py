@@ -274,14 +274,20 @@ class ColdStartRow:
     error: str | None = None
 
 
-def e2e_block(model_label: str, rows: list[E2ERow], configs: dict[str, str], head: str) -> str:
+def e2e_block(
+    model_label: str,
+    rows: list[E2ERow],
+    configs: dict[str, str],
+    head: str,
+    title: str = "End-to-end transcription",
+) -> str:
     """End-to-end table: one row per (audio, setup, engine)."""
     baseline = {
         (row.audio, row.config): median(row.times)
         for row in rows
         if row.engine == "kw-jax" and row.times
     }
-    lines = [f"## End-to-end transcription: {model_label}", "", head, ""]
+    lines = [f"## {title}: {model_label}", "", head, ""]
     body = []
     for row in rows:
         seconds = median(row.times)

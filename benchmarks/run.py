@@ -32,6 +32,7 @@ import data
 import report
 from data import MODELS, AudioInput, ModelSpec
 from engines import (
+    BATCHED_ENGINES,
     COLDSTART_ENGINES,
     DECODE_CONFIGS,
     E2E_ENGINES,
@@ -42,7 +43,11 @@ from engines import (
 from processes import WorkerError, WorkerProcess, benchmark_cpus, run_prepare
 from roofline import decoder_step_bytes, encoder_flops
 
-SECTIONS = ("e2e", "model", "roofline", "coldstart")
+SECTIONS = ("e2e", "batched", "model", "roofline", "coldstart")
+# The batched section (issue 8): the ~10-minute file in the batched setups, and
+# keras-whisper's sequential greedy mode on it for reference.
+BATCHED_FILES = [data.LONG_NAME]
+BATCHED_REFERENCE = ("greedy", ("kw-jax",))
 COLD_FILES = {"first": "en_jfk", "second": "en_librivox_0870", "long": "en_sonnet001_long"}
 STEP_SAMPLES_PER_RUN = 10  # decoder steps are short: ten samples per "run"
 
@@ -54,6 +59,7 @@ class Settings:
     sections: list[str]
     models: list[str]
     files: list[str]
+    batched_files: list[str]
     configs: list[str]
     engines: list[str] | None
     warmup: int
@@ -178,19 +184,33 @@ def prepare(model: ModelSpec) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_e2e(model: ModelSpec, settings: Settings) -> list[report.E2ERow]:
-    """Whole files with every (setup, engine), engines interleaved."""
+def run_e2e(
+    model: ModelSpec,
+    settings: Settings,
+    configs: Sequence[str],
+    files: Sequence[str],
+    only: dict[str, Sequence[str]] | None = None,
+) -> list[report.E2ERow]:
+    """Whole files with every (setup, engine), engines interleaved.
+
+    `only` maps a setup to the engines that run it (default: all that can).
+    """
     from wer import word_error_rate
 
     keys = chosen(E2E_ENGINES, settings)
     prepare(model)
-    audio_inputs: list[AudioInput] = data.inputs(settings.files)
+    audio_inputs: list[AudioInput] = data.inputs(list(files))
     workers, labels, start_errors = start_workers(keys, model, "load")
     rows: list[report.E2ERow] = []
     try:
         for audio in audio_inputs:
-            for config in settings.configs:
+            for config in configs:
                 errors = dict(start_errors)
+                for key in keys:
+                    if DECODE_CONFIGS[config].batch_size and key not in BATCHED_ENGINES:
+                        errors.setdefault(key, "not run")
+                    if only and config in only and key not in only[config]:
+                        errors.setdefault(key, "not run")
                 request = {
                     "op": "transcribe",
                     "timeout": 900 + 30 * audio.seconds,
@@ -207,6 +227,8 @@ def run_e2e(model: ModelSpec, settings: Settings) -> list[report.E2ERow]:
                         errors.setdefault(key, str(e))
                 answers = interleave(workers, errors, warmup=0, runs=settings.runs, **request)
                 for key in keys:
+                    if errors.get(key) == "not run":
+                        continue
                     timed = answers.get(key, [])
                     text = timed[-1]["text"] if timed else ""
                     peak = None
@@ -454,17 +476,43 @@ def run_all(settings: Settings) -> dict[str, str]:
     """Every requested section; returns the Markdown blocks measured."""
     blocks: dict[str, str] = {"environment": report.environment_block()}
     models = [MODELS[key] for key in settings.models]
-    configs = {name: DECODE_CONFIGS[name].describe() for name in settings.configs}
+    sequential = [c for c in settings.configs if not DECODE_CONFIGS[c].batch_size]
+    batched = [c for c in settings.configs if DECODE_CONFIGS[c].batch_size]
+
+    def described(names):
+        return {name: DECODE_CONFIGS[name].describe() for name in names}
 
     if "e2e" in settings.sections:
         for model in models:
 
             def e2e(head, model=model):
-                rows = run_e2e(model, settings)
+                rows = run_e2e(model, settings, sequential, settings.files)
                 save_raw(f"e2e/{model.key}", [dataclasses.asdict(r) for r in rows])
-                return report.e2e_block(model.label, rows, configs, head())
+                return report.e2e_block(model.label, rows, described(sequential), head())
 
-            measured(settings, f"e2e/{model.key}", e2e, blocks)
+            if sequential:
+                measured(settings, f"e2e/{model.key}", e2e, blocks)
+
+    if "batched" in settings.sections:
+        reference, reference_engines = BATCHED_REFERENCE
+        setups = [reference, *batched]
+        for model in models:
+
+            def batched_section(head, model=model):
+                rows = run_e2e(
+                    model,
+                    settings,
+                    setups,
+                    settings.batched_files,
+                    only={reference: reference_engines},
+                )
+                save_raw(f"batched/{model.key}", [dataclasses.asdict(r) for r in rows])
+                return report.e2e_block(
+                    model.label, rows, described(setups), head(), title="Batched transcription"
+                )
+
+            if batched:
+                measured(settings, f"batched/{model.key}", batched_section, blocks)
 
     if "model" in settings.sections:
         for model in models:
@@ -554,6 +602,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         sections=pick(args.only, list(SECTIONS), list(SECTIONS)),
         models=pick(args.models, list(MODELS), ["tiny_en"]),
         files=pick(args.files, list(data.E2E_FILES), list(data.QUICK_FILES)),
+        batched_files=pick(args.files, BATCHED_FILES, list(data.QUICK_FILES)),
         configs=pick(args.configs, list(DECODE_CONFIGS), list(DECODE_CONFIGS)),
         engines=args.engines,
         warmup=pick(args.warmup, 1, 1),
