@@ -159,7 +159,13 @@ def _compiled(model, fn: Callable, donate: tuple[int, ...] = ()) -> Callable:
             with keras.StatelessScope(state_mapping=list(zip(variables, state, strict=True))):
                 return fn(*args)
 
-        jitted = jax.jit(stateless, donate_argnums=tuple(i + 1 for i in donate))
+        from keras_whisper.decoding.generate import compiler_options
+
+        jitted = jax.jit(
+            stateless,
+            donate_argnums=tuple(i + 1 for i in donate),
+            compiler_options=compiler_options(),
+        )
         state = [v.value for v in variables]
         return lambda *args: jitted(state, *args)
 

@@ -380,7 +380,7 @@ def model_level_block(model_label: str, rows: list[ModelLevelRow], head: str) ->
 
 def roofline_machine_block(machine: dict[str, dict[str, float]], head: str) -> str:
     """The machine's measured float32 GEMM rate and copy bandwidth."""
-    libraries = ("numpy", "jax", "torch")
+    libraries = ("numpy", "jax", "jax-ynn", "torch")
     body = [
         ["float32 GEMM 2048³, GFLOP/s (best)"]
         + [fmt(machine["gemm"].get(lib), 1, 1e-9) for lib in libraries]
@@ -396,7 +396,15 @@ def roofline_machine_block(machine: dict[str, dict[str, float]], head: str) -> s
         + [fmt(max(machine["copy_median"].values()), 1, 1e-9)],
     ]
     lines = ["## The machine's limits (2 threads)", "", head, ""]
-    lines += [table(["measurement", "numpy", "JAX", "PyTorch", "limit used"], body), ""]
+    header = [
+        "measurement",
+        "numpy",
+        "JAX",
+        "JAX (YNNPACK, as our stages)",
+        "PyTorch",
+        "limit used",
+    ]
+    lines += [table(header, body), ""]
     lines += [
         "- The limits used below are the best rates of any library (GEMM) and of any "
         "copy; numpy's copy is single-threaded.",

@@ -106,10 +106,15 @@ def measure_machine(repeats: int = 5) -> dict[str, dict[str, float]]:
     b = rng.standard_normal((n, n), dtype=np.float32)
     ja, jb = jnp.asarray(a), jnp.asarray(b)
     jax_dot = jax.jit(jnp.dot)
+    # The options keras-whisper compiles its stages with (YNNPACK matrix products).
+    from keras_whisper.decoding.generate import compiler_options
+
+    jax_ynn_dot = jax.jit(jnp.dot, compiler_options=compiler_options())
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     gemm_runs = {
         "numpy": lambda: a @ b,
         "jax": lambda: jax_dot(ja, jb).block_until_ready(),
+        "jax-ynn": lambda: jax_ynn_dot(ja, jb).block_until_ready(),
         "torch": lambda: torch.mm(ta, tb),
     }
     results: dict[str, dict[str, float]] = {"gemm": {}, "gemm_median": {}}
