@@ -251,6 +251,34 @@ def test_batches_blocks_and_the_layer_agree(detector):
     np.testing.assert_allclose(joined, singles[0][:64], atol=1e-5)
 
 
+@pytest.mark.parametrize("max_block_chunks", [1024, 100])
+def test_streamed_probabilities_equal_the_whole_waveform(detector, max_block_chunks):
+    """Block by block, cut anywhere, with the state carried: bit for bit the probabilities of
+    the whole waveform, around the 256-chunk (short audio) boundary too."""
+    audio = _read(DATA / "en_sonnet001_long.wav")
+    rng = np.random.default_rng(0)
+    for length in [0, 1, 512, 256 * 512, 256 * 512 + 1, 3 * 100 * 512, len(audio)]:
+        waveform = audio[:length]
+        whole = detector.speech_probabilities(waveform, max_block_chunks=max_block_chunks)
+        cuts = np.sort(rng.integers(0, length + 1, size=9))
+        streamed = detector.stream_speech_probabilities(
+            iter(np.split(waveform, cuts)), max_block_chunks=max_block_chunks
+        )
+        assert streamed.dtype == np.float32 and streamed.shape == whole.shape, length
+        np.testing.assert_array_equal(streamed, whole, err_msg=f"{length} samples")
+
+
+def test_group_segments_are_the_groups_of_collect_chunks():
+    seconds = [(0, 10), (11, 25), (26, 33), (40, 75), (80, 81)]
+    segments = [{"start": 16000 * a, "end": 16000 * b} for a, b in seconds]
+    audio = np.arange(16000 * 82, dtype=np.float32)
+    groups = vad.group_segments(segments, 30.0)
+    pieces = vad.collect_chunks(audio, segments, 30.0)
+    assert groups == [piece.segments for piece in pieces]
+    assert [len(g) for g in groups] == [2, 1, 1, 1]  # a 35-s segment gets a piece of its own
+    assert vad.group_segments([], 30.0) == []
+
+
 def test_inputs(detector):
     assert detector.speech_probabilities(np.zeros(0, np.float32)).shape == (0,)
     assert detector.speech_probabilities(np.zeros(1, np.float32)).shape == (1,)

@@ -27,6 +27,7 @@ from keras_whisper.vad.timestamps import (
     VadOptions,
     collect_chunks,
     get_speech_timestamps,
+    group_segments,
     speech_timestamps_from_probs,
 )
 from keras_whisper.vad.weights import (
@@ -71,6 +72,7 @@ __all__ = [
     "collect_chunks",
     "frame_windows",
     "get_speech_timestamps",
+    "group_segments",
     "load_weights_file",
     "package_weights_path",
     "speech_timestamps_from_probs",

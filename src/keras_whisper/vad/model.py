@@ -24,10 +24,11 @@ gets `ceil(n / 512)` probabilities, and the model state starts at zero for every
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import keras
@@ -333,6 +334,78 @@ class SileroVAD(keras.layers.Layer):
         probabilities = np.concatenate(outputs, axis=1)
         return _pack([probabilities[row, :n] for row, n in enumerate(lengths)], kind, lengths)
 
+    def stream_speech_probabilities(
+        self, blocks: Iterable[Any], max_block_chunks: int = _MAX_BLOCK_CHUNKS
+    ) -> np.ndarray:
+        """Speech probabilities of one waveform handed over block by block.
+
+        The same numbers as `speech_probabilities(np.concatenate(blocks))`, bit for bit: the
+        samples are regrouped into the same compiled calls (256 chunks for audio up to 8.2 s,
+        else `max_block_chunks`), each window keeps the 64 samples of context before it, and
+        the LSTM state is carried from call to call. Only one call's worth of samples is held
+        at a time (about 2 MB for 1024 chunks), whatever the length of the waveform, so a file
+        of many hours streams through (`keras_whisper.audio.stream_audio`) while only its
+        probabilities (0.5 MB per hour) are kept.
+
+        Args:
+            blocks: an iterable of 1-D float arrays of 16 kHz samples, of any lengths (empty
+                ones are skipped); one waveform cut anywhere.
+            max_block_chunks: int. Chunks per compiled call for audio longer than 256 chunks,
+                as in `speech_probabilities`.
+
+        Returns:
+            A float32 array `(ceil(samples / 512),)`, `samples` being the total length of the
+            blocks.
+
+        Examples:
+        ```python
+        vad = keras_whisper.vad.SileroVAD.from_package()
+        blocks = keras_whisper.audio.stream_audio("ten_hours.flac", window_seconds=60)
+        probs = vad.stream_speech_probabilities(blocks)  # one per 32 ms
+        ```
+        """
+        _block_size(1, max_block_chunks)  # validates max_block_chunks
+        blocks = iter(blocks)
+        # The call size depends on whether the waveform is over 256 chunks: look that far ahead.
+        head, count = [], 0
+        for samples in blocks:
+            head.append(_stream_block(samples))
+            count += head[-1].size
+            if count > _MIN_BLOCK_CHUNKS * CHUNK_SAMPLES:
+                break
+        if count == 0:
+            return np.zeros((0,), np.float32)
+        block = _block_size(math.ceil(count / CHUNK_SAMPLES), max_block_chunks)
+        # `buffer` is one call's input: 64 samples of context, then `block` chunks.
+        buffer = np.zeros(CONTEXT_SAMPLES + block * CHUNK_SAMPLES, np.float32)
+        filled = CONTEXT_SAMPLES
+        state = np.zeros((2, 1, HIDDEN_SIZE), np.float32)
+        outputs = []
+
+        def run(chunks: int):
+            nonlocal state
+            windows = np.lib.stride_tricks.sliding_window_view(buffer, WINDOW_SAMPLES)
+            part = np.zeros((1, block, WINDOW_SAMPLES), np.float32)  # zero windows past the end
+            part[0, :chunks] = windows[::CHUNK_SAMPLES][:chunks]
+            probabilities, state = self._run_block(part, state)
+            outputs.append(probabilities[0, :chunks])
+
+        for samples in itertools.chain(head, (_stream_block(b) for b in blocks)):
+            position = 0
+            while position < samples.size:
+                count = min(buffer.size - filled, samples.size - position)
+                buffer[filled : filled + count] = samples[position : position + count]
+                filled += count
+                position += count
+                if filled == buffer.size:
+                    run(block)
+                    buffer[:CONTEXT_SAMPLES] = buffer[-CONTEXT_SAMPLES:]
+                    filled = CONTEXT_SAMPLES
+        if filled > CONTEXT_SAMPLES:  # the last chunk is zero-padded
+            buffer[filled:] = 0.0
+            run(math.ceil((filled - CONTEXT_SAMPLES) / CHUNK_SAMPLES))
+        return np.concatenate(outputs)
+
     def _run_block(self, windows: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One compiled call of the layer on host arrays; returns host arrays."""
         self.build()
@@ -378,6 +451,13 @@ def _block_size(chunks: int, max_block_chunks: int) -> int:
         raise ValueError(f"`max_block_chunks` must be positive, got {max_block_chunks}.")
     size = _MIN_BLOCK_CHUNKS if chunks <= _MIN_BLOCK_CHUNKS else max_block_chunks
     return min(size, max_block_chunks)
+
+
+def _stream_block(samples: Any) -> np.ndarray:
+    block = np.asarray(samples, np.float32)
+    if block.ndim != 1:
+        raise ValueError(f"Blocks of samples must be 1-D, got shape {block.shape}.")
+    return block
 
 
 def frame_windows(audio: np.ndarray) -> np.ndarray:

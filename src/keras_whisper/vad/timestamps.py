@@ -14,8 +14,9 @@ speech segments with the options and the algorithm of faster-whisper's `VadOptio
   segments closer than two paddings split the gap between them instead.
 
 `collect_chunks` then gathers the speech into groups of at most `max_duration_s` (30 s for
-Whisper's windows) and `TimestampMap` maps times on the timeline of the concatenated speech
-back to the original audio, like faster-whisper's `collect_chunks` and `SpeechTimestampsMap`.
+Whisper's windows; `group_segments` makes the same groups without touching the audio) and
+`TimestampMap` maps times on the timeline of the concatenated speech back to the original
+audio, like faster-whisper's `collect_chunks` and `SpeechTimestampsMap`.
 """
 
 from __future__ import annotations
@@ -269,6 +270,49 @@ class CollectedChunk:
     segments: list[dict[str, int]]
 
 
+def group_segments(
+    segments: list[dict[str, int]],
+    max_duration_s: float = 30.0,
+    sampling_rate: int = SAMPLE_RATE,
+) -> list[list[dict[str, int]]]:
+    """The segments of each piece of `collect_chunks`, without touching any audio.
+
+    Consecutive segments go into the same group while their total length stays within
+    `max_duration_s`; a longer segment gets a group of its own. A group's piece is its
+    segments' samples one after the other, `sum(end - start)` samples long, so the plan of a
+    long recording's pieces costs no audio: the samples can be read later, piece by piece.
+
+    Args:
+        segments: the speech segments, `{"start", "end"}` in samples, as returned by
+            `get_speech_timestamps`.
+        max_duration_s: float. Longest piece in seconds.
+        sampling_rate: int. Samples per second of the audio.
+
+    Returns:
+        A list of lists of segments (the same dicts); empty when there are no segments.
+
+    Examples:
+    ```python
+    segments = keras_whisper.vad.get_speech_timestamps(audio, max_speech_duration_s=30)
+    for group in keras_whisper.vad.group_segments(segments):
+        piece = np.concatenate([audio[s["start"] : s["end"]] for s in group])
+    ```
+    """
+    if not segments:
+        return []
+    limit = max_duration_s * sampling_rate
+    groups: list[list[dict[str, int]]] = [[]]
+    length = 0
+    for segment in segments:
+        size = segment["end"] - segment["start"]
+        if groups[-1] and length + size > limit:
+            groups.append([])
+            length = 0
+        groups[-1].append(segment)
+        length += size
+    return groups
+
+
 def collect_chunks(
     audio: np.ndarray,
     segments: list[dict[str, int]],
@@ -305,18 +349,8 @@ def collect_chunks(
     audio = np.asarray(audio)
     if not segments:
         return [CollectedChunk(np.zeros((0,), np.float32), 0.0, 0.0, [])]
-    limit = max_duration_s * sampling_rate
-    groups: list[list[dict[str, int]]] = [[]]
-    length = 0
-    for segment in segments:
-        size = segment["end"] - segment["start"]
-        if groups[-1] and length + size > limit:
-            groups.append([])
-            length = 0
-        groups[-1].append(segment)
-        length += size
     pieces, offset = [], 0
-    for group in groups:
+    for group in group_segments(segments, max_duration_s, sampling_rate):
         parts = [audio[s["start"] : s["end"]] for s in group]
         piece = np.concatenate(parts) if parts else np.zeros((0,), audio.dtype)
         pieces.append(
