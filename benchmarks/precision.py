@@ -1,0 +1,128 @@
+"""Word error rate in half precision against float32 on the shared speech set (issue 8).
+
+Transcribes every recording of `../shared/audio` that has a reference (the English ones
+for `.en` models; English and Russian for multilingual ones) with `transcribe()`'s
+defaults (greedy, timestamps, temperature fallback, previous text as prompt), once per
+dtype policy, and reports the corpus word error rate (word edits summed over files /
+reference words summed) per dtype and language. Rewrites the `precision/<model>` blocks
+of BENCHMARKS.md.
+
+    python benchmarks/precision.py --models tiny_en,base --dtypes float32,bfloat16,float16
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import data  # noqa: E402
+import report  # noqa: E402
+from wer import edit_distance, normalize  # noqa: E402
+
+
+def _files(multilingual: bool) -> list[tuple[str, str]]:
+    """`(name, language)` of the shared recordings with a reference."""
+    rows = []
+    for line in (data.AUDIO_DIR / "manifest.tsv").read_text().splitlines()[1:]:
+        fields = line.split("\t")
+        name, language = fields[0].removesuffix(".wav"), fields[2]
+        if "/" in name or not (data.AUDIO_DIR / f"{name}.txt").is_file():
+            continue
+        if language == "en" or multilingual:
+            rows.append((name, language))
+    return rows
+
+
+def measure(model_key: str, dtypes: list[str]) -> dict:
+    from keras_whisper import WhisperSpeechToText
+
+    model = data.MODELS[model_key]
+    files = _files(model.multilingual)
+    results: dict = {"files": files, "dtypes": {}}
+    for dtype in dtypes:
+        task = WhisperSpeechToText.from_preset(model.preset, dtype=dtype)
+        per_language: dict[str, list[int]] = {}
+        start = time.perf_counter()
+        texts = {}
+        for name, language in files:
+            audio = data.read_wav(data.AUDIO_DIR / f"{name}.wav")
+            text = task.transcribe(audio, language=language).text
+            texts[name] = text
+            reference = normalize((data.AUDIO_DIR / f"{name}.txt").read_text()).split()
+            edits = edit_distance(reference, normalize(text).split())
+            counts = per_language.setdefault(language, [0, 0])
+            counts[0] += edits
+            counts[1] += len(reference)
+        seconds = time.perf_counter() - start
+        results["dtypes"][dtype] = {"counts": per_language, "seconds": seconds, "texts": texts}
+        print(f"{model_key} {dtype}: {per_language} in {seconds:.0f} s", file=sys.stderr)
+    return results
+
+
+def block(model_key: str, results: dict, head: str) -> str:
+    model = data.MODELS[model_key]
+    dtypes = list(results["dtypes"])
+    languages = sorted({lang for _, lang in results["files"]})
+    lines = [f"## Half precision: word error rate, {model.label}", "", head, ""]
+    header = ["dtype"]
+    for language in languages:
+        count = sum(1 for _, lang in results["files"] if lang == language)
+        header += [f"WER % ({language}, {count} files)", f"Δ vs float32 ({language}), points"]
+    header += ["identical texts", "seconds (whole set, warm-up included)"]
+    body = []
+    base = results["dtypes"].get("float32")
+    for dtype in dtypes:
+        row = [dtype]
+        measured = results["dtypes"][dtype]
+        for language in languages:
+            edits, words = measured["counts"][language]
+            rate = 100 * edits / words
+            row.append(f"{rate:.2f}")
+            if base:
+                base_edits, base_words = base["counts"][language]
+                row.append(f"{rate - 100 * base_edits / base_words:+.2f}")
+            else:
+                row.append("")
+        same = sum(
+            1
+            for name, _ in results["files"]
+            if base and measured["texts"][name] == base["texts"][name]
+        )
+        row += [f"{same} / {len(results['files'])}", f"{measured['seconds']:.0f}"]
+        body.append(row)
+    lines += [report.table(header, body), ""]
+    lines += [
+        "- `transcribe()` defaults: greedy, timestamps, temperature fallback, previous text; "
+        "the language given. WER = word edits summed over the files / reference words "
+        "(`benchmarks/wer.py` normalisation). Half precision keeps LayerNorm, softmax and "
+        "log-probabilities in float32.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="tiny_en,base")
+    parser.add_argument("--dtypes", default="float32,bfloat16,float16")
+    parser.add_argument("--output", type=Path, default=data.REPO_ROOT / "BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    command = "python benchmarks/precision.py " + " ".join(argv or sys.argv[1:])
+    blocks = {}
+    for model_key in args.models.split(","):
+        results = measure(model_key, args.dtypes.split(","))
+        head = report.provenance(command.strip(), 0.0, False).replace(
+            "; other processes kept 0.00 of the 2 benchmark CPUs busy on average meanwhile", ""
+        )
+        blocks[f"precision/{model_key}"] = block(model_key, results, head)
+        print(blocks[f"precision/{model_key}"])
+    report.write_benchmarks(args.output, blocks)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
