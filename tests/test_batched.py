@@ -7,16 +7,19 @@ and the files' own lengths and order.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import re
+import tracemalloc
 
 import keras
 import numpy as np
 import pytest
+import soundfile
 from conftest import DATA, audio_file
 
-from keras_whisper import WhisperSpeechToText
+from keras_whisper import WhisperSpeechToText, batched
 from keras_whisper.errors import AudioError
 
 
@@ -146,3 +149,229 @@ def test_cli_batch_size(tiny, tmp_path, capsys):
     jfk = json.loads((out / "en_jfk.json").read_text())
     assert word_error_rate((DATA / "en_jfk.txt").read_text(), jfk["text"]) <= 0.15
     assert jfk["language"] == "en" and jfk["segments"][0]["start"] < 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming: files are read block by block, twice, never whole
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from keras_whisper import vad
+
+    try:
+        return vad.SileroVAD.from_package()
+    except vad.MissingVADWeightsError:
+        pytest.skip("pip install 'keras-whisper[vad]'")
+
+
+class _WholeFile:
+    """The batched mode's reading before streaming, the oracle: the whole waveform in memory,
+    `get_speech_timestamps` on it, and `collect_chunks`."""
+
+    def __init__(self, item, block_seconds):
+        from keras_whisper.audio import load_audio
+
+        self.waveform = load_audio(item)
+
+    def speech(self, detector, options):
+        from keras_whisper import vad
+
+        return len(self.waveform), vad.get_speech_timestamps(self.waveform, options, vad=detector)
+
+    def pieces(self, groups):
+        from keras_whisper import vad
+
+        segments = [segment for group in groups for segment in group]
+        for chunk in vad.collect_chunks(self.waveform, segments, batched.CHUNK_SECONDS):
+            yield chunk.audio
+
+
+def _fake_generate(calls=None):
+    """`generate` without a model: one token per window, so tests run at VAD speed."""
+    from keras_whisper.decoding import DecodingResult
+
+    def generate(backbone, tokenizer, features, options):
+        if calls is not None:
+            calls.append(features.shape[0])
+        result = dict(avg_logprob=-0.1, sum_logprob=-0.2, no_speech_prob=0.0, temperature=0.0)
+        return [
+            DecodingResult(tokens=[400], text="x", compression_ratio=1.0, **result)
+            for _ in range(features.shape[0])
+        ]
+
+    return generate
+
+
+@pytest.mark.parametrize(
+    "name", ["en_sonnet001_long.wav", "en_jfk.mp3", "formats/en_alsa_front_center_48k.wav"]
+)
+def test_streamed_reading_equals_the_whole_file(detector, name):
+    """Both readings of a file in blocks of 0.77 s (the VAD's 32.8-s calls and the pieces cross
+    many of them) give the speech and the pieces of the whole waveform: bit for bit for PCM,
+    resampled or not, to a float32 ulp for MP3 (libsndfile decodes blocks that way)."""
+    from keras_whisper import vad
+    from keras_whisper.audio import load_audio
+
+    path = audio_file(name)
+    options = vad.VadOptions(max_speech_duration_s=batched.CHUNK_SECONDS)
+    waveform = load_audio(path)
+    speech = vad.get_speech_timestamps(waveform, options, vad=detector)
+    chunks = vad.collect_chunks(waveform, speech, batched.CHUNK_SECONDS)
+    exact = not name.endswith(".mp3")
+    with open(path, "rb") as handle:
+        inputs = [path, path.read_bytes(), handle]
+        for item in inputs:
+            recording = batched._Recording(item, 0.77)
+            samples, streamed = recording.speech(detector, options)
+            assert samples == len(waveform) and streamed == speech
+            groups = vad.group_segments(streamed, batched.CHUNK_SECONDS)
+            pieces = list(recording.pieces(groups))
+            assert len(pieces) == len(chunks) >= 1
+            for piece, chunk in zip(pieces, chunks, strict=True):
+                assert piece.dtype == np.float32 and piece.shape == chunk.audio.shape
+                if exact:
+                    np.testing.assert_array_equal(piece, chunk.audio)
+                else:
+                    np.testing.assert_allclose(piece, chunk.audio, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("without_timestamps", [True, False])
+def test_streaming_transcribes_as_the_whole_file(tiny, monkeypatch, without_timestamps):
+    """53 s read in blocks of 1.3 s: the same segments, text and times as the whole waveform
+    held in memory (the reading before streaming)."""
+    path = audio_file("en_sonnet001_long.wav")
+    kwargs = dict(batch_size=2, without_timestamps=without_timestamps)
+    monkeypatch.setattr(batched, "BLOCK_SECONDS", 1.3)
+    streamed = tiny.transcribe(path, **kwargs)
+    monkeypatch.setattr(batched, "_Recording", _WholeFile)
+    whole = tiny.transcribe(path, **kwargs)
+    assert streamed.text == whole.text and streamed.duration == whole.duration
+    assert len(streamed.segments) == len(whole.segments) >= 2
+    for ours, theirs in zip(streamed.segments, whole.segments, strict=True):
+        assert (ours.start, ours.end, ours.seek) == (theirs.start, theirs.end, theirs.seek)
+        assert ours.tokens == theirs.tokens and ours.text == theirs.text
+
+
+def _mixed_inputs(tmp_path, minutes: float) -> list:
+    """A long recording (sonnet 1 repeated) among corrupt, empty, silent and very short ones."""
+    speech, rate = soundfile.read(audio_file("en_sonnet001_long.wav"), dtype="int16")
+    repeats = max(1, round(minutes * 60 * rate / len(speech)))
+    long = tmp_path / f"long_{minutes}.wav"
+    soundfile.write(long, np.tile(speech, repeats), rate, subtype="PCM_16")
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF....WAVEjunk")
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    silent = tmp_path / "silent.wav"
+    soundfile.write(silent, np.zeros(rate * 5, "int16"), rate, subtype="PCM_16")
+    short = tmp_path / "short.wav"
+    soundfile.write(short, speech[rate : rate + 800], rate, subtype="PCM_16")  # 50 ms
+    return [long, broken, empty, silent, short, audio_file("en_jfk.wav")]
+
+
+@pytest.mark.slow
+def test_memory_is_bounded_by_the_batch_not_the_file(tiny, detector, tmp_path, monkeypatch):
+    """A 20-minute file (77 MB of float32 samples) among bad and tiny ones: the peak of
+    NumPy's allocations is that of a 1-minute file; the bad inputs are reported with a reason
+    and the others transcribed, in order. Decoding is stubbed: this is about the audio."""
+    calls = []
+    monkeypatch.setattr(batched, "generate", _fake_generate(calls))
+    windows = []
+    features = batched.window_features
+    monkeypatch.setattr(
+        batched, "window_features", lambda a, n: windows.append(a.size) or features(a, n)
+    )
+
+    def peak(inputs):
+        gc.collect()
+        tracemalloc.start()
+        try:
+            outputs = list(tiny.transcribe_many(inputs, batch_size=2, vad=detector))
+            return tracemalloc.get_traced_memory()[1], outputs
+        finally:
+            tracemalloc.stop()
+
+    short_inputs, long_inputs = _mixed_inputs(tmp_path, 1.0), _mixed_inputs(tmp_path, 20.0)
+    peak(short_inputs)  # compiles the VAD's calls outside the measurements
+    short_peak, _ = peak(short_inputs)
+    long_peak, outputs = peak(long_inputs)
+    whole = 4 * 16000 * 20 * 60
+    print(f"peak: {short_peak / 1e6:.1f} MB (1 min), {long_peak / 1e6:.1f} MB (20 min)")
+    assert long_peak - short_peak < whole / 10, (short_peak, long_peak)
+    assert long_peak < whole
+    assert max(windows) <= 16000 * 30 and max(calls) == 2
+
+    assert [item for item, _ in outputs] == long_inputs
+    long, broken, empty, silent, short, jfk = (result for _, result in outputs)
+    assert isinstance(broken, AudioError) and "broken.wav" in str(broken)
+    assert isinstance(empty, AudioError) and "empty (0 bytes)" in str(empty)
+    assert silent.segments == [] and silent.duration == 5.0
+    assert short.duration == 0.05 and short.segments == []
+    assert jfk.segments and jfk.duration == 11.0
+    assert long.duration == pytest.approx(20 * 60, abs=30)
+    assert len(long.segments) >= 40
+    starts = [segment.start for segment in long.segments]
+    assert starts == sorted(starts) and long.segments[-1].end <= long.duration
+
+
+def test_a_file_that_changes_between_the_readings_is_reported(
+    tiny, detector, tmp_path, monkeypatch
+):
+    """Read twice: a file cut short after the first reading is reported, the others go on."""
+    monkeypatch.setattr(batched, "generate", _fake_generate())
+    speech, rate = soundfile.read(audio_file("en_jfk.wav"), dtype="int16")
+    changing = tmp_path / "changing.wav"
+    soundfile.write(changing, np.tile(speech, 3), rate, subtype="PCM_16")
+
+    class Truncating:
+        def stream_speech_probabilities(self, blocks):
+            probabilities = detector.stream_speech_probabilities(blocks)
+            if changing.stat().st_size > rate * 10:
+                soundfile.write(changing, speech[: rate * 2], rate, subtype="PCM_16")
+            return probabilities
+
+    inputs = [changing, audio_file("en_jfk.wav")]
+    (_, changed), (_, jfk) = tiny.transcribe_many(inputs, batch_size=2, vad=Truncating())
+    assert isinstance(changed, AudioError) and "changing.wav" in str(changed)
+    assert "second reading" in str(changed)
+    assert jfk.segments and jfk.duration == 11.0
+
+
+def _out_of_memory_errors():
+    errors = []
+    try:
+        import jax
+
+        errors.append(jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating"))
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        errors.append(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    except ImportError:
+        pass
+    return errors
+
+
+@pytest.mark.parametrize("error", _out_of_memory_errors(), ids=lambda e: type(e).__module__)
+def test_out_of_memory_says_which_batch_size_to_try(tiny, detector, monkeypatch, error):
+    from keras_whisper.errors import OutOfMemoryError
+
+    def generate(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(batched, "generate", generate)
+    inputs = [audio_file("en_jfk.wav")]
+    with pytest.raises(OutOfMemoryError, match=r"batch_size=8\); try batch_size=4") as info:
+        list(tiny.transcribe_many(inputs, batch_size=8, vad=detector))
+    assert info.value.__cause__ is error and isinstance(info.value, MemoryError)
+    with pytest.raises(OutOfMemoryError, match="one window does not fit"):
+        tiny.transcribe(inputs[0], batch_size=1, vad=detector)
+    # Any other error of the decoding loop is left as it is.
+    monkeypatch.setattr(batched, "generate", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        tiny.transcribe(inputs[0], batch_size=2, vad=detector)

@@ -8,6 +8,13 @@ one another, which is what lets them run side by side. Each piece's segments are
 onto its own file's timeline, and results come out one file at a time, in input order, as
 soon as all of a file's pieces are decoded.
 
+Memory is bounded by the batch, not by the length of the files. A file (path, bytes or file
+object) is read twice, block by block: first for the VAD's speech probabilities (the model's
+state carried from block to block, so they equal those of the whole waveform), then for the
+samples of its pieces, each read only when a batch takes it. About `batch_size` pieces of 30 s
+are alive at once, plus a block per open file and the speech probabilities (one float per
+32 ms: 0.5 MB per hour). A float32 array given by the caller is only sliced, never copied.
+
 The sequential `transcription.transcribe` stays the reference for fidelity (previous text as
 prompt, temperature fallback); this mode trades those for throughput, as faster-whisper's
 `BatchedInferencePipeline` does.
@@ -26,11 +33,14 @@ from keras_whisper.audio import (
     N_FRAMES,
     N_SAMPLES,
     SAMPLE_RATE,
-    load_audio,
+    _as_mono_float32,
+    _decoded_blocks,
+    _resolve_source,
     log_mel_spectrogram,
     pad_or_trim,
 )
 from keras_whisper.decoding import DecodingOptions, detect_language, generate
+from keras_whisper.errors import AudioError, OutOfMemoryError
 from keras_whisper.transcription import (
     Segment,
     TranscriptionResult,
@@ -39,6 +49,8 @@ from keras_whisper.transcription import (
 )
 
 CHUNK_SECONDS = 30.0
+# Seconds of audio decoded at once while a file is read (bounds the memory of an open file).
+BLOCK_SECONDS = 10.0
 
 
 def window_features(audio: np.ndarray, num_mels: int) -> np.ndarray:
@@ -48,11 +60,103 @@ def window_features(audio: np.ndarray, num_mels: int) -> np.ndarray:
     return pad_or_trim(mel[:content], N_FRAMES, axis=0).astype("float32")
 
 
+class _Recording:
+    """One input of `transcribe_many`, whose samples can be read twice, block by block.
+
+    Paths, bytes and file objects are decoded as they are read (soundfile or ffmpeg, the
+    decoders of `keras_whisper.audio.stream_audio`); a file object is rewound to where it
+    started for the second reading. An array is the caller's own: it is only sliced.
+    """
+
+    def __init__(self, item: Any, block_seconds: float):
+        self.source = _resolve_source(item)
+        self.name = self.source.name
+        self.block_samples = max(1, int(block_seconds * SAMPLE_RATE))
+        self.array = None
+        self.start = None
+        if self.source.kind == "array":
+            self.array = _as_mono_float32(self.source.value)  # no copy for 1-D float32
+        elif self.source.kind == "file":
+            self.start = self.source.value.tell()
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """The samples at 16 kHz, mono float32, in blocks of about `block_seconds`."""
+        if self.array is not None:
+            step = self.block_samples
+            return (self.array[i : i + step] for i in range(0, self.array.size, step))
+        if self.start is not None:
+            self.source.value.seek(self.start)
+        return _decoded_blocks(self.source, SAMPLE_RATE, self.block_samples / SAMPLE_RATE)
+
+    def speech(self, detector, vad_options) -> tuple[int, list[dict[str, int]]]:
+        """First reading: the length in samples and the speech segments.
+
+        The same segments as `vad.get_speech_timestamps(load_audio(input))`: the
+        probabilities are computed block by block with the VAD state carried across, and
+        only they (not the samples) are kept.
+        """
+        count = 0
+
+        def counted():
+            nonlocal count
+            for block in self.blocks():
+                count += block.size
+                yield block
+
+        probabilities = detector.stream_speech_probabilities(counted())
+        if count == 0:
+            raise AudioError(f"{self.name} contains no samples.")
+        from keras_whisper import vad as vad_module
+
+        return count, vad_module.speech_timestamps_from_probs(probabilities, count, vad_options)
+
+    def pieces(self, groups: list[list[dict[str, int]]]) -> Iterator[np.ndarray]:
+        """Second reading: the samples of each group of segments, one piece at a time.
+
+        A piece is its segments' samples one after the other (`vad.collect_chunks`). Blocks
+        are read up to the end of the piece asked for and dropped once passed, so a piece
+        and one block are held, however long the file.
+        """
+        if self.array is not None:
+            for group in groups:
+                yield np.concatenate([self.array[s["start"] : s["end"]] for s in group])
+            return
+        blocks = self.blocks()
+        block, block_start = np.zeros((0,), np.float32), 0  # block holds samples from block_start
+        try:
+            for group in groups:
+                piece = np.empty(sum(s["end"] - s["start"] for s in group), np.float32)
+                filled = 0
+                for segment in group:
+                    position, end = segment["start"], segment["end"]
+                    if position < block_start:
+                        raise AssertionError("speech segments out of order")  # pragma: no cover
+                    while position < end:
+                        offset = position - block_start
+                        if offset >= block.size:
+                            block_start += block.size
+                            block = next(blocks, None)
+                            if block is None:
+                                raise AudioError(
+                                    f"{self.name} ended at {block_start / SAMPLE_RATE:.2f} s "
+                                    "on the second reading, before the end of the first: did "
+                                    "it change while being transcribed?"
+                                )
+                            continue
+                        count = min(end - position, block.size - offset)
+                        piece[filled : filled + count] = block[offset : offset + count]
+                        filled += count
+                        position += count
+                yield piece
+        finally:
+            blocks.close()  # closes the file, or stops ffmpeg
+
+
 @dataclasses.dataclass
 class _Piece:
     file: int
     index: int
-    audio: np.ndarray
+    audio: np.ndarray | None  # read when a batch takes the piece, dropped once decoded
     offset: float  # start on the file's speech timeline (s)
     duration: float
     language: str | None
@@ -68,6 +172,35 @@ class _File:
     pieces: int = 0
     results: dict = dataclasses.field(default_factory=dict)
     error: Exception | None = None
+    reader: Iterator[np.ndarray] | None = None  # the samples of the pieces not yet read
+    unread: int = 0
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """Whether an error of the decoding loop means that memory ran out.
+
+    JAX raises `XlaRuntimeError` (`jax.errors.JaxRuntimeError`) with `RESOURCE_EXHAUSTED` in
+    the message, PyTorch `torch.OutOfMemoryError` (a `RuntimeError`), NumPy `MemoryError`.
+    """
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    message = str(error)
+    return isinstance(error, RuntimeError) and (
+        "RESOURCE_EXHAUSTED" in message or "out of memory" in message.lower()
+    )
+
+
+def _out_of_memory(batch_size: int) -> OutOfMemoryError:
+    if batch_size > 1:
+        advice = f"try batch_size={batch_size // 2} (--batch-size {batch_size // 2} in the CLI)"
+    else:
+        advice = (
+            "one window does not fit either: try a smaller preset, dtype='bfloat16', or the CPU"
+        )
+    return OutOfMemoryError(
+        f"Out of memory decoding a batch of {batch_size} windows (batch_size={batch_size}); "
+        f"{advice}."
+    )
 
 
 def transcribe_many(
@@ -88,11 +221,21 @@ def transcribe_many(
 ) -> Iterator[tuple[Any, TranscriptionResult | Exception]]:
     """Transcribe many files (or one long one) in batches of speech pieces.
 
+    Memory is bounded by `batch_size`, not by the length of the files: a file is read twice,
+    block by block (`BLOCK_SECONDS`), once for its VAD speech probabilities and once for the
+    samples of its pieces, each read only when a batch takes it. About `batch_size` x 30 s of
+    audio is held at a time, plus a block per open file and the probabilities of the files
+    being transcribed (0.5 MB per hour of audio), so hours-long recordings go through in the
+    memory of a few minutes. The results are those of reading each file whole. Arrays are
+    the caller's own: a 1-D float32 one is sliced, never copied whole.
+
     Args:
         backbone: a `WhisperBackbone` with real weights.
         tokenizer: its `WhisperTokenizer`.
-        inputs: paths, bytes, file objects or 16 kHz mono float arrays.
-        batch_size: windows decoded together.
+        inputs: paths, bytes, file objects (read from where they are, rewound for the second
+            reading; pipes are buffered) or 16 kHz mono float arrays; any iterable, consumed
+            as the batches need inputs.
+        batch_size: windows decoded together; halve it if the accelerator runs out of memory.
         language: a language code or name; `None` detects it once per file, on its
             first piece (multilingual models), or means English (`.en` models).
         task: `"transcribe"` or `"translate"`.
@@ -112,14 +255,25 @@ def transcribe_many(
             `suppress_tokens`, `suppress_blank`, `max_initial_timestamp`, `prefix`.
 
     Yields:
-        `(input, result)` per input, in input order: a `TranscriptionResult`, or the
-        exception that input raised (unreadable or empty audio); the other inputs go on.
+        `(input, result)` per input, in input order, as soon as all of its pieces are
+        decoded: a `TranscriptionResult`, or the exception that input raised (an
+        `AudioError` saying why: missing, empty, corrupt or undecodable audio, or a file
+        that changed between the two readings); the other inputs go on.
+
+    Raises:
+        ValueError: `batch_size` is not a positive integer, or a bad `task` or `language`.
+        keras_whisper.errors.OutOfMemoryError: a batch did not fit in the accelerator's
+            memory; the message names the batch size to try instead (half). The results
+            already yielded stand.
 
     Examples:
     ```python
     model = keras_whisper.WhisperSpeechToText.from_preset("whisper_tiny_en")
     for path, result in transcribe_many(model.backbone, model.tokenizer, paths, batch_size=16):
         print(path, result.text if not isinstance(result, Exception) else result)
+
+    # A 10-hour recording: read in blocks, about 16 x 30 s of audio in memory at a time.
+    result = transcribe_batched(model.backbone, model.tokenizer, "day.flac", batch_size=16)
     ```
     """
     from keras_whisper import vad as vad_module
@@ -137,91 +291,153 @@ def transcribe_many(
     )
     detector = vad if vad is not None else vad_module.SileroVAD.from_package()
 
-    files: list[_File] = []
+    files: dict[int, _File] = {}  # the files not yet reported, by input position
     queue: collections.deque[_Piece] = collections.deque()
     source = iter(inputs)
     exhausted = False
+    opened = 0
     next_out = 0
     done_seconds = 0.0
 
     def prepare(item) -> None:
-        entry = _File(source=item)
-        files.append(entry)
+        nonlocal opened
+        number = opened
+        entry = files[number] = _File(source=item)
+        opened += 1
         try:
-            waveform = load_audio(item)
-            entry.duration = waveform.shape[0] / SAMPLE_RATE
-            speech = vad_module.get_speech_timestamps(waveform, vad_options, vad=detector)
-            pieces = vad_module.collect_chunks(waveform, speech, CHUNK_SECONDS) if speech else []
+            recording = _Recording(item, BLOCK_SECONDS)
+            samples, speech = recording.speech(detector, vad_options)
+            entry.duration = samples / SAMPLE_RATE
+            groups = vad_module.group_segments(speech, CHUNK_SECONDS)
             entry.timeline = vad_module.TimestampMap(speech, precision=None) if speech else None
             entry.language = language
+            pieces, offset = [], 0
+            for index, group in enumerate(groups):
+                length = sum(s["end"] - s["start"] for s in group)
+                pieces.append(
+                    _Piece(
+                        number,
+                        index,
+                        None,
+                        offset / SAMPLE_RATE,
+                        length / SAMPLE_RATE,
+                        entry.language,
+                    )
+                )
+                offset += length
+            entry.pieces = entry.unread = len(pieces)
+            if pieces:
+                entry.reader = recording.pieces(groups)
             if pieces and language is None:
+                read(pieces[0])
                 features = window_features(pieces[0].audio, backbone.num_mels)[None]
                 _, probabilities = detect_language(backbone, tokenizer, features)
                 entry.language = max(probabilities[0], key=probabilities[0].get)
                 entry.language_probability = float(probabilities[0][entry.language])
-            entry.pieces = len(pieces)
-            for index, piece in enumerate(pieces):
-                queue.append(
-                    _Piece(
-                        len(files) - 1,
-                        index,
-                        piece.audio,
-                        piece.offset,
-                        piece.duration,
-                        entry.language,
-                    )
-                )
+                for piece in pieces:
+                    piece.language = entry.language
+            queue.extend(pieces)
         except Exception as error:  # reported in order with the results, the rest go on
-            entry.error = error
+            fail(entry, error)
 
-    while True:
-        while not exhausted and len(queue) < batch_size:
-            try:
-                prepare(next(source))
-            except StopIteration:
-                exhausted = True
-        if queue:
-            head = queue[0].language
-            batch = []
-            for piece in list(queue):
-                if len(batch) == batch_size:
-                    break
-                if piece.language == head:
-                    batch.append(piece)
-            for piece in batch:
-                queue.remove(piece)
-            features = np.zeros((batch_size, N_FRAMES, backbone.num_mels), "float32")
-            for row, piece in enumerate(batch):
-                features[row] = window_features(piece.audio, backbone.num_mels)
-            results = generate(
-                backbone, tokenizer, features, dataclasses.replace(options, language=head)
-            )
-            for piece, result in zip(batch, results, strict=False):
-                entry = files[piece.file]
-                rest = None
-                if not options.without_timestamps:
-                    rest = _remainder(piece, result, tokenizer.timestamp_begin, entry.pieces)
-                if rest is not None:  # decode the rest of the piece again, as the seek loop does
-                    entry.pieces += 1
-                    queue.appendleft(rest)
-                entry.results[piece.index] = (piece, result, rest is not None)
-        while next_out < len(files):
-            entry = files[next_out]
-            if entry.error is None and len(entry.results) < entry.pieces:
-                break
-            next_out += 1
-            if entry.error is not None:
-                yield entry.source, entry.error
-                continue
-            done_seconds += entry.duration
-            if progress:
-                progress(done_seconds)
-            yield (
-                entry.source,
-                _file_result(entry, tokenizer, options, no_speech_threshold, logprob_threshold),
-            )
-        if exhausted and not queue and next_out == len(files):
+    def read(piece: _Piece) -> None:
+        """The samples of a piece, read from its file when a batch takes it."""
+        if piece.audio is not None:
             return
+        entry = files[piece.file]
+        piece.audio = next(entry.reader)
+        entry.unread -= 1
+        if entry.unread == 0:
+            entry.reader.close()
+            entry.reader = None
+
+    def fail(entry: _File, error: Exception) -> None:
+        entry.error = error
+        if entry.reader is not None:
+            entry.reader.close()
+            entry.reader = None
+
+    try:
+        while True:
+            while not exhausted and len(queue) < batch_size:
+                try:
+                    prepare(next(source))
+                except StopIteration:
+                    exhausted = True
+            if queue:
+                head = queue[0].language
+                batch = []
+                for piece in list(queue):
+                    if len(batch) == batch_size:
+                        break
+                    if piece.language == head:
+                        batch.append(piece)
+                for piece in batch:
+                    queue.remove(piece)
+                features = np.zeros((batch_size, N_FRAMES, backbone.num_mels), "float32")
+                rows = []
+                for piece in batch:
+                    entry = files[piece.file]
+                    if entry.error is not None:
+                        continue
+                    try:
+                        read(piece)
+                    except Exception as error:  # the file failed on its second reading
+                        fail(entry, error)
+                        for other in [p for p in queue if p.file == piece.file]:
+                            queue.remove(other)
+                        continue
+                    features[len(rows)] = window_features(piece.audio, backbone.num_mels)
+                    rows.append(piece)
+                results = []
+                if any(files[piece.file].error is None for piece in rows):
+                    try:
+                        results = generate(
+                            backbone,
+                            tokenizer,
+                            features,
+                            dataclasses.replace(options, language=head),
+                        )
+                    except Exception as error:
+                        if _is_out_of_memory(error):
+                            raise _out_of_memory(batch_size) from error
+                        raise
+                for piece, result in zip(rows, results, strict=False):
+                    entry = files[piece.file]
+                    if entry.error is not None:
+                        continue
+                    # The rest of a piece after its last timestamp pair is decoded again, as
+                    # the seek loop does; the piece's samples are dropped (but for that rest).
+                    rest = None
+                    if not options.without_timestamps:
+                        rest = _remainder(piece, result, tokenizer.timestamp_begin, entry.pieces)
+                    if rest is not None:
+                        entry.pieces += 1
+                        queue.appendleft(rest)
+                    piece.audio = None
+                    entry.results[piece.index] = (piece, result, rest is not None)
+            while next_out < opened:
+                entry = files[next_out]
+                if entry.error is None and len(entry.results) < entry.pieces:
+                    break
+                del files[next_out]
+                next_out += 1
+                if entry.error is not None:
+                    yield entry.source, entry.error
+                    continue
+                done_seconds += entry.duration
+                if progress:
+                    progress(done_seconds)
+                yield (
+                    entry.source,
+                    _file_result(entry, tokenizer, options, no_speech_threshold, logprob_threshold),
+                )
+            if exhausted and not queue and next_out == opened:
+                return
+    finally:  # the caller stopped early, or an error: close the files still open
+        for entry in files.values():
+            if entry.reader is not None:
+                entry.reader.close()
 
 
 def _remainder(piece: _Piece, result, timestamp_begin: int, index: int) -> _Piece | None:
@@ -300,8 +516,27 @@ def _file_result(
 def transcribe_batched(backbone, tokenizer, audio, **kwargs: Any) -> TranscriptionResult:
     """Transcribe one recording in batches of speech pieces (see `transcribe_many`).
 
+    The recording is read in blocks, twice: memory is bounded by the batch size, not by
+    its length.
+
+    Args:
+        backbone: a `WhisperBackbone` with real weights.
+        tokenizer: its `WhisperTokenizer`.
+        audio: a path, bytes, a file object or a 16 kHz mono float array.
+        **kwargs: the arguments of `transcribe_many` (`batch_size`, `language`, ...).
+
+    Returns:
+        A `TranscriptionResult`.
+
     Raises:
-        The error reading the audio raised (`keras_whisper.errors.AudioError`, ...).
+        The error reading the audio raised (`keras_whisper.errors.AudioError`, ...), or
+        `keras_whisper.errors.OutOfMemoryError` (try half the batch size).
+
+    Examples:
+    ```python
+    model = keras_whisper.WhisperSpeechToText.from_preset("whisper_tiny_en")
+    result = transcribe_batched(model.backbone, model.tokenizer, "talk.mp3", batch_size=8)
+    ```
     """
     for _, result in transcribe_many(backbone, tokenizer, [audio], **kwargs):
         if isinstance(result, Exception):

@@ -19,3 +19,7 @@ class AudioError(KerasWhisperError, ValueError):
 
 class TokenizerError(KerasWhisperError, ValueError):
     """Text or token ids the Whisper tokenizer cannot handle."""
+
+
+class OutOfMemoryError(KerasWhisperError, MemoryError):
+    """The accelerator ran out of memory; the message says what to try (a smaller batch)."""
