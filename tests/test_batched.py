@@ -375,3 +375,16 @@ def test_out_of_memory_says_which_batch_size_to_try(tiny, detector, monkeypatch,
     monkeypatch.setattr(batched, "generate", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         tiny.transcribe(inputs[0], batch_size=2, vad=detector)
+
+
+def test_cli_out_of_memory_is_a_message(tiny, tmp_path, monkeypatch, capsys):
+    from keras_whisper.cli import main
+
+    def generate(*args, **kwargs):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 GiB")
+
+    monkeypatch.setattr(batched, "generate", generate)
+    args = ["transcribe", str(audio_file("en_jfk.wav")), "--batch-size", "16"]
+    code = main(args + ["--output-dir", str(tmp_path), "--quiet"])
+    assert code == 1 and not list(tmp_path.iterdir())
+    assert "try batch_size=8 (--batch-size 8" in capsys.readouterr().err

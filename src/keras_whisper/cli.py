@@ -194,18 +194,24 @@ def main(argv: list[str] | None = None) -> int:
             (path, _sequential(model, path, args, temperatures, decode_options))
             for path in args.audio
         )
-    for path, result in outcomes:
-        try:
-            if isinstance(result, Exception):
-                raise result
-            stem = Path(path).stem
-            for fmt in formats:
-                write_result(result, output_dir / f"{stem}.{fmt}", fmt)
-            if args.batch_size is not None and not args.quiet:
-                print(f"{path}: {result.text}")
-        except Exception as error:
-            failures += 1
-            print(f"keras-whisper: {path}: {type(error).__name__}: {error}", file=sys.stderr)
+    from keras_whisper.errors import OutOfMemoryError
+
+    try:
+        for path, result in outcomes:
+            try:
+                if isinstance(result, Exception):
+                    raise result
+                stem = Path(path).stem
+                for fmt in formats:
+                    write_result(result, output_dir / f"{stem}.{fmt}", fmt)
+                if args.batch_size is not None and not args.quiet:
+                    print(f"{path}: {result.text}")
+            except Exception as error:
+                failures += 1
+                print(f"keras-whisper: {path}: {type(error).__name__}: {error}", file=sys.stderr)
+    except OutOfMemoryError as error:  # the batch did not fit: the message says what to try
+        print(f"keras-whisper: {error}", file=sys.stderr)
+        return 1
     if failures:
         print(f"keras-whisper: {failures} of {len(args.audio)} inputs failed.", file=sys.stderr)
         return 1

@@ -131,8 +131,20 @@ class WhisperSpeechToText(keras.Model):
                 (`transcription.transcribe_segments` has the arguments); an int
                 runs the batched throughput mode: voice activity detection cuts
                 the speech into pieces of at most 30 s, decoded `batch_size` at a
-                time (`batched.transcribe_many` has the arguments).
+                time (`batched.transcribe_many` has the arguments). Files are then
+                read in blocks: memory is bounded by `batch_size` x 30 s of audio,
+                not by the length of the recording.
             **kwargs: the options of the chosen mode.
+
+        Returns:
+            A `TranscriptionResult`.
+
+        Examples:
+        ```python
+        model = keras_whisper.WhisperSpeechToText.from_preset("whisper_tiny_en")
+        result = model.transcribe("talk.mp3")  # sequential, OpenAI's transcribe()
+        result = model.transcribe("ten_hours.flac", batch_size=16)  # throughput mode
+        ```
         """
         tokenizer = self._require_tokenizer()
         if batch_size is not None:
@@ -144,7 +156,15 @@ class WhisperSpeechToText(keras.Model):
     def transcribe_many(self, inputs, batch_size: int = 8, **kwargs: Any):
         """Transcribe many inputs in batches; yields `(input, result or error)` in order.
 
-        See `batched.transcribe_many` for the arguments.
+        See `batched.transcribe_many` for the arguments. Memory is bounded by
+        `batch_size`, not by the length of the files; an unreadable input is yielded
+        with its `AudioError` while the others are transcribed.
+
+        Examples:
+        ```python
+        for path, result in model.transcribe_many(paths, batch_size=16):
+            print(path, result if isinstance(result, Exception) else result.text)
+        ```
         """
         return transcribe_many(
             self.backbone, self._require_tokenizer(), inputs, batch_size=batch_size, **kwargs
