@@ -388,3 +388,36 @@ def test_cli_out_of_memory_is_a_message(tiny, tmp_path, monkeypatch, capsys):
     code = main(args + ["--output-dir", str(tmp_path), "--quiet"])
     assert code == 1 and not list(tmp_path.iterdir())
     assert "try batch_size=8 (--batch-size 8" in capsys.readouterr().err
+
+
+def test_language_detection_reads_the_first_piece_once(tiny, detector, monkeypatch):
+    """Multilingual models detect each file's language on its first piece, read ahead of
+    its batch: the pieces still come out whole and in order (decoding stubbed)."""
+    monkeypatch.setattr(batched, "generate", _fake_generate())
+    monkeypatch.setattr(batched, "BLOCK_SECONDS", 1.3)
+    inputs = [audio_file("en_sonnet001_long.wav"), audio_file("en_jfk.wav")]
+    seen = []
+    features = batched.window_features
+    monkeypatch.setattr(
+        batched, "window_features", lambda a, n: seen.append(a.copy()) or features(a, n)
+    )
+    known = list(tiny.transcribe_many(inputs, batch_size=2, vad=detector))
+    pieces = list(seen)
+    seen.clear()
+
+    def detect_language(backbone, tokenizer, features):
+        return None, [{"en": 0.75, "de": 0.25}]
+
+    monkeypatch.setattr(batched, "resolve_language", lambda *args: None)
+    monkeypatch.setattr(batched, "detect_language", detect_language)
+    detected = list(tiny.transcribe_many(inputs, batch_size=2, vad=detector))
+    # Each file's first piece is seen twice (detection, then its batch), in file order.
+    firsts = [seen[0], seen[3]]
+    assert len(seen) == len(pieces) + 2 and len(pieces) == 3
+    np.testing.assert_array_equal(firsts[0], pieces[0])
+    np.testing.assert_array_equal(firsts[1], pieces[2])
+    for piece, ours in zip(pieces, [seen[1], seen[2], seen[4]], strict=True):
+        np.testing.assert_array_equal(piece, ours)
+    for (_, a), (_, b) in zip(known, detected, strict=True):
+        assert b.language == "en" and b.language_probability == 0.75
+        assert [(s.start, s.end) for s in a.segments] == [(s.start, s.end) for s in b.segments]
