@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tokenizer", required=True, help="a multilingual tokenizer.json")
     parser.add_argument("--out", default=None, help="append JSON lines here")
+    parser.add_argument(
+        "--cache-step",
+        type=int,
+        default=None,
+        help="self-attention cache length granularity (448: always the whole context)",
+    )
     args = parser.parse_args(argv)
 
     import jax
@@ -62,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     from keras_whisper.tokenizer import WhisperTokenizer
 
     decoding = importlib.import_module("keras_whisper.decoding.generate")
+    if args.cache_step:
+        decoding.CACHE_STEP = args.cache_step
     tokenizer = WhisperTokenizer.from_tokenizer_json(args.tokenizer)
     device = str(jax.devices()[0])
     for preset in args.presets:
@@ -119,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
                 "encoder_first_call_s": round(encode_first, 2),
                 "generate_first_call_s": round(decode_first, 2),
                 "repeats": args.repeats,
+                "cache_step": decoding.CACHE_STEP,
             }
             print(json.dumps(row), flush=True)
             if args.out:

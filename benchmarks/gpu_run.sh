@@ -12,6 +12,7 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee $OUT/gpu_info.txt
 part() {  # part NAME SECONDS COMMAND...
   local name=$1 limit=$2; shift 2
+  [[ -n "$PARTS" && " $PARTS " != *" $name "* ]] && return  # PARTS="a b": only those
   local left=$((BUDGET - SECONDS))
   (( left < 20 )) && { echo "skip $name (budget)" | tee -a $OUT/log.txt; return; }
   (( limit > left )) && limit=$left
@@ -24,6 +25,8 @@ part ceilings 40 $PEERS ceilings
 part ours-turbo 130 $OURS --presets whisper_large_v3_turbo --batches 32 1 64
 part tf-turbo 100 $PEERS transformers --archs large-v3-turbo --batches 32
 part ours-v3 110 $OURS --presets whisper_large_v3 --batches 32 1
+part ours-v3-448 80 $OURS --presets whisper_large_v3 --batches 32 --cache-step 448
+part ours-turbo-448 60 $OURS --presets whisper_large_v3_turbo --batches 32 --cache-step 448
 part tf-v3 90 $PEERS transformers --archs large-v3 --batches 32
 part tests-jax 70 python3 -m pytest -q -p no:cacheprovider tests/test_decoding.py tests/test_backbone.py -k "not tiny and not base and not torch and not seed"
 part tests-torch 60 env KERAS_BACKEND=torch python3 -m pytest -q -x -p no:cacheprovider tests/test_decoding.py -k "not tiny and not base and not seed and not jax"

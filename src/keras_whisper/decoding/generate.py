@@ -61,6 +61,8 @@ from keras_whisper.decoding.options import DecodingOptions, DecodingResult
 
 # Prompt lengths are padded up to one of these (then to the decoder's context).
 PROMPT_BUCKETS = (8, 16, 32, 64, 128, 256)
+# The self-attention cache's length is a multiple of this (at most the context).
+CACHE_STEP = 64
 
 # How many times each compiled stage has been traced (JAX): "encode", "cross",
 # "language", "prefill", "loop". A trace is a compilation; tests read this.
@@ -619,6 +621,13 @@ def generate(
     if initial.size and initial.max() >= vocab:
         raise ValueError(f"Prompt or prefix token ids must be below {vocab}.")
 
+    # The self-attention cache holds the positions the loop can reach (below
+    # `limit - 1`), rounded up to a multiple of CACHE_STEP: a loop reads (and beam
+    # search reorders) the whole cache every step, so a window without a long
+    # prompt works on 256 positions instead of 448.
+    limit = min(sample_begin + sample_len, n_ctx + 1)
+    cache_length = min(n_ctx, -(-(limit - 1) // CACHE_STEP) * CACHE_STEP)
+
     # Prefill.
     padded = _bucket(sample_begin, n_ctx)
     prompt = np.full((n_audio, padded), tokenizer.eot, dtype="int32")
@@ -628,7 +637,7 @@ def generate(
         ("prefill",),
         _prefill_stage,
         cross_cache,
-        backbone.empty_self_attention_cache(n_audio),
+        backbone.empty_self_attention_cache(n_audio, cache_length),
         np.int32(0),
         prompt,
         np.int32(sot_index),
@@ -658,7 +667,6 @@ def generate(
     )
     buffer = np.zeros((n_audio, n_ctx + 1), dtype="int32")
     buffer[:, :sample_begin] = initial
-    limit = min(sample_begin + sample_len, n_ctx + 1)
     if options.max_initial_timestamp:
         precision = CHUNK_LENGTH / (backbone.max_encoder_sequence_length // 2)
         max_initial_index = round(options.max_initial_timestamp / precision)
