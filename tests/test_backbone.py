@@ -83,6 +83,24 @@ def test_fused_encoder_attention_matches_numpy_reference(monkeypatch, dtype, ato
     np.testing.assert_allclose(out, encode(features, sd, num_heads=4), atol=atol, rtol=1e-4)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the blocked path is JAX-on-CPU's")
+def test_blocked_encoder_attention_matches_numpy_reference(monkeypatch):
+    """The encoder's attention in query blocks (CPU) computes the same, partial block included."""
+    from keras_whisper import layers
+
+    monkeypatch.setattr(layers, "QUERY_BLOCK", 4)  # 19 positions: blocks of 4, 4, 4, 4, 3
+    backbone, sd = small_backbone()
+    features = small_inputs()["encoder_features"]
+    calls = []
+    blocked = layers.WhisperAttention._blocked
+    monkeypatch.setattr(
+        layers.WhisperAttention, "_blocked", lambda *args: calls.append(1) or blocked(*args)
+    )
+    out = keras.ops.convert_to_numpy(backbone.encode(features))
+    assert len(calls) == SMALL_CONFIG["num_layers"]
+    np.testing.assert_allclose(out, encode(features, sd, num_heads=4), atol=2e-5, rtol=1e-4)
+
+
 def test_encode_matches_functional_output():
     backbone, _ = small_backbone()
     inputs = small_inputs()

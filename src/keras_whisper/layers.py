@@ -38,6 +38,21 @@ MASK_VALUE = -1e9
 FUSED_ATTENTION: bool | None = None
 
 
+# On CPUs (JAX) unmasked self-attention over long sequences (the encoder's 1500
+# positions) runs head by head in blocks of this many queries: each block's scores
+# stay in cache. tiny.en's encoder: 503-533 -> 471-476 ms a window, same output.
+QUERY_BLOCK = 300
+
+
+def use_blocked_attention(length: int) -> bool:
+    """Whether unmasked self-attention of `length` positions runs in query blocks."""
+    if keras.backend.backend() != "jax" or length < 2 * QUERY_BLOCK:
+        return False
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
 def use_fused_attention(compute_dtype: str) -> bool:
     """Whether unmasked self-attention runs through `ops.dot_product_attention`."""
     if FUSED_ATTENTION is not None:
@@ -323,8 +338,35 @@ class WhisperAttention(keras.layers.Layer):
         dropout = training and self.dropout > 0
         if attention_mask is None and not dropout and use_fused_attention(self.compute_dtype):
             return self._fused(query, query if key_value is None else key_value)
+        length = query.shape[1]
+        if (
+            attention_mask is None
+            and not dropout
+            and key_value is None
+            and isinstance(length, int)
+            and use_blocked_attention(length)
+        ):
+            return self._blocked(query)
         keys, values = self.project_key_value(query if key_value is None else key_value)
         return self.attend(query, keys, values, attention_mask=attention_mask, training=training)
+
+    def _blocked(self, inputs):
+        """Unmasked self-attention head by head, `QUERY_BLOCK` queries at a time."""
+        query = self._project_query(inputs)
+        keys, values = self.project_key_value(inputs)
+        length = query.shape[2]
+        heads = []
+        for h in range(self.num_heads):
+            keys_t = ops.transpose(keys[:, h], (0, 2, 1))
+            blocks = []
+            for start in range(0, length, QUERY_BLOCK):
+                scores = ops.cast(
+                    ops.matmul(query[:, h, start : start + QUERY_BLOCK], keys_t), "float32"
+                )
+                weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
+                blocks.append(ops.matmul(weights, values[:, h]))
+            heads.append(ops.concatenate(blocks, axis=1))
+        return self._output(ops.stack(heads, axis=1))
 
     def _fused(self, query_inputs, key_value_inputs):
         """Unmasked attention in one fused kernel, `(batch, length, heads, head_dim)` layout."""
