@@ -34,7 +34,8 @@ MASK_VALUE = -1e9
 # kernel (cuDNN flash attention on JAX, PyTorch's SDPA): `None` chooses it on
 # GPUs in half precision, where the materialised `(batch, heads, 1500, 1500)`
 # scores would otherwise dominate the encoder's memory traffic; on CPUs the
-# einsum path is faster. `True` / `False` force either (benchmarks, tests).
+# einsum or blocked paths are faster. `True` / `False` force it on or off
+# (benchmarks, tests).
 FUSED_ATTENTION: bool | None = None
 
 
@@ -335,18 +336,13 @@ class WhisperAttention(keras.layers.Layer):
         return self._output(context)
 
     def call(self, query, key_value=None, attention_mask=None, training=None):
-        dropout = training and self.dropout > 0
-        if attention_mask is None and not dropout and use_fused_attention(self.compute_dtype):
+        unmasked = attention_mask is None and not (training and self.dropout > 0)
+        if unmasked and use_fused_attention(self.compute_dtype):
             return self._fused(query, query if key_value is None else key_value)
         length = query.shape[1]
-        if (
-            attention_mask is None
-            and not dropout
-            and key_value is None
-            and isinstance(length, int)
-            and use_blocked_attention(length)
-        ):
-            return self._blocked(query)
+        if unmasked and key_value is None and isinstance(length, int):
+            if use_blocked_attention(length):
+                return self._blocked(query)
         keys, values = self.project_key_value(query if key_value is None else key_value)
         return self.attend(query, keys, values, attention_mask=attention_mask, training=training)
 
