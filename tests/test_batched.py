@@ -118,12 +118,28 @@ def test_vad_filter_in_the_sequential_mode(tiny):
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="compilation is JAX's")
 def test_one_compilation_per_batch_size(tiny):
     decoding = importlib.import_module("keras_whisper.decoding.generate")
-    list(tiny.transcribe_many([audio_file("en_cards_002.wav")], batch_size=3))
+    # A full batch and a short one (whose windows are encoded one at a time).
+    list(tiny.transcribe_many([audio_file("en_cards_002.wav")] * 4, batch_size=3))
     before = dict(decoding.TRACE_COUNTS)
     names = ["en_jfk.wav", "en_goforward.wav", "en_cards_003.wav", "en_librivox_0880.wav"]
     list(tiny.transcribe_many([audio_file(n) for n in names], batch_size=3))
     after = dict(decoding.TRACE_COUNTS)
     assert after == before
+
+
+@pytest.mark.slow
+def test_a_short_batch_encodes_only_its_windows(tiny, monkeypatch):
+    # Two files at batch size 3: one short batch. Its two windows go through the encoder
+    # one at a time, the third row repeats the second, and each text is the one the same
+    # window gets in a full batch of 2 (the batched encoder).
+    names = ["en_jfk.wav", "en_cards_003.wav"]
+    full = [r.text for _, r in tiny.transcribe_many([audio_file(n) for n in names], batch_size=2)]
+    encoded = []
+    encode = batched.encode
+    monkeypatch.setattr(batched, "encode", lambda b, f: encoded.append(f.shape[0]) or encode(b, f))
+    short = [r.text for _, r in tiny.transcribe_many([audio_file(n) for n in names], batch_size=3)]
+    assert encoded == [1, 1]
+    assert short == full and all(full)
 
 
 def test_bad_batch_size_is_refused(tiny):

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
+from keras import ops
 
 from keras_whisper.audio import (
     N_FRAMES,
@@ -39,7 +40,7 @@ from keras_whisper.audio import (
     log_mel_spectrogram,
     pad_or_trim,
 )
-from keras_whisper.decoding import DecodingOptions, detect_language, generate
+from keras_whisper.decoding import DecodingOptions, detect_language, encode, generate
 from keras_whisper.errors import AudioError, OutOfMemoryError
 from keras_whisper.transcription import (
     Segment,
@@ -392,6 +393,8 @@ def transcribe_many(
                 results = []
                 if any(files[piece.file].error is None for piece in rows):
                     try:
+                        if len(rows) < batch_size:
+                            features = _short_batch(backbone, features[: len(rows)], batch_size)
                         results = generate(
                             backbone,
                             tokenizer,
@@ -438,6 +441,20 @@ def transcribe_many(
         for entry in files.values():
             if entry.reader is not None:
                 entry.reader.close()
+
+
+def _short_batch(backbone, features: np.ndarray, batch_size: int):
+    """The encoder output of a batch of fewer than `batch_size` windows, padded.
+
+    Only the windows there are go through the encoder, one at a time (the one-window
+    encoder is compiled once; the sequential mode uses it too): the last batch of a file
+    with 9 pieces at batch size 8 costs one encoder pass, not eight. The missing rows repeat
+    the last window's output, so they decode as it does and never outlast the real ones;
+    the decoding loop keeps its `batch_size` rows, and its one compilation.
+    """
+    encoded = [encode(backbone, features[i : i + 1]) for i in range(len(features))]
+    encoded += [encoded[-1]] * (batch_size - len(encoded))
+    return ops.concatenate(encoded, axis=0)
 
 
 def _remainder(piece: _Piece, result, timestamp_begin: int, index: int) -> _Piece | None:

@@ -409,6 +409,26 @@ def _encoder_output(backbone, features_or_encoder_output):
     return _run(backbone, ("encode",), _encode_stage, features)
 
 
+def encode(backbone, features):
+    """The encoder output of a batch of 30-s windows, `(batch, 1500, hidden_dim)`.
+
+    Compiled once per batch size on JAX (the stage `generate` runs first). Its output can
+    be given to `generate` and `detect_language` in place of the features.
+
+    Args:
+        backbone: a `WhisperBackbone`.
+        features: log-mel features `(batch, frames, num_mels)`, time-major; a single window
+            may omit the batch axis.
+
+    Examples:
+    ```python
+    encoded = encode(backbone, features)
+    results = generate(backbone, tokenizer, encoded, DecodingOptions(language="en"))
+    ```
+    """
+    return _encoder_output(backbone, features)
+
+
 def _language_probs(backbone, tokenizer, cross_cache, batch: int):
     sot_ids = np.full((batch, 1), tokenizer.sot, dtype="int32")
     mask = filters.token_mask(backbone.vocabulary_size, tokenizer.all_language_tokens)
