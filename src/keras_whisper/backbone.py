@@ -11,6 +11,8 @@ from keras_whisper.layers import (
     TokenEmbedding,
     WhisperDecoderBlock,
     WhisperEncoderBlock,
+    keep_input_dtype,
+    residual_dtype,
     whisper_kernel_initializer,
 )
 
@@ -247,14 +249,18 @@ class WhisperBackbone(Backbone):
             name="encoder_token_embedding_conv_layer_2",
             **conv,
         )
-        self.encoder_position_embedding = PositionEmbedding(
-            max_encoder_sequence_length // 2,
-            sinusoidal=True,
-            dtype=dtype,
-            name="encoder_position_embedding",
+        # From the position embeddings to the final LayerNorms, the layers read the
+        # residual stream as it is: float32 in half precision (`residual_dtype`).
+        self.encoder_position_embedding = keep_input_dtype(
+            PositionEmbedding(
+                max_encoder_sequence_length // 2,
+                sinusoidal=True,
+                dtype=dtype,
+                name="encoder_position_embedding",
+            )
         )
-        self.encoder_embeddings_dropout = keras.layers.Dropout(
-            dropout, dtype=dtype, name="encoder_embeddings_dropout"
+        self.encoder_embeddings_dropout = keep_input_dtype(
+            keras.layers.Dropout(dropout, dtype=dtype, name="encoder_embeddings_dropout")
         )
         self.encoder_transformer_layers = [
             WhisperEncoderBlock(
@@ -267,8 +273,8 @@ class WhisperBackbone(Backbone):
             )
             for i in range(num_layers)
         ]
-        self.encoder_layer_norm = keras.layers.LayerNormalization(
-            epsilon=1e-5, dtype=dtype, name="encoder_layer_norm"
+        self.encoder_layer_norm = keep_input_dtype(
+            keras.layers.LayerNormalization(epsilon=1e-5, dtype=dtype, name="encoder_layer_norm")
         )
         self.token_embedding = TokenEmbedding(
             vocabulary_size,
@@ -277,11 +283,13 @@ class WhisperBackbone(Backbone):
             dtype=dtype,
             name="token_embedding",
         )
-        self.decoder_position_embedding = PositionEmbedding(
-            max_decoder_sequence_length, dtype=dtype, name="decoder_position_embedding"
+        self.decoder_position_embedding = keep_input_dtype(
+            PositionEmbedding(
+                max_decoder_sequence_length, dtype=dtype, name="decoder_position_embedding"
+            )
         )
-        self.decoder_embeddings_dropout = keras.layers.Dropout(
-            dropout, dtype=dtype, name="decoder_embeddings_dropout"
+        self.decoder_embeddings_dropout = keep_input_dtype(
+            keras.layers.Dropout(dropout, dtype=dtype, name="decoder_embeddings_dropout")
         )
         self.decoder_transformer_layers = [
             WhisperDecoderBlock(
@@ -294,8 +302,8 @@ class WhisperBackbone(Backbone):
             )
             for i in range(num_decoder_layers)
         ]
-        self.decoder_layer_norm = keras.layers.LayerNormalization(
-            epsilon=1e-5, dtype=dtype, name="decoder_layer_norm"
+        self.decoder_layer_norm = keep_input_dtype(
+            keras.layers.LayerNormalization(epsilon=1e-5, dtype=dtype, name="decoder_layer_norm")
         )
         self.decoder_attention_mask = CausalPaddingMask(dtype=dtype, name="decoder_attention_mask")
 
@@ -341,15 +349,20 @@ class WhisperBackbone(Backbone):
         x = keras.activations.gelu(self.encoder_conv_layer_1(features), approximate=False)
         x = self.encoder_conv_padding(x)
         x = keras.activations.gelu(self.encoder_conv_layer_2(x), approximate=False)
-        x = self.encoder_position_embedding(x)
+        x = self.encoder_position_embedding(self._stream(x))
         x = self.encoder_embeddings_dropout(x, training=training)
         for layer in self.encoder_transformer_layers:
             x = layer(x, training=training)
         return self.encoder_layer_norm(x)
 
+    def _stream(self, x):
+        """`x` in the dtype of the residual stream (float32 in half precision)."""
+        # (The layers' policy: `self`'s is not set yet while the functional graph is built.)
+        return ops.cast(x, residual_dtype(self.token_embedding.compute_dtype))
+
     def _decode(self, token_ids, padding_mask, encoder_output, training=None):
         x = self.token_embedding(token_ids)
-        x = self.decoder_position_embedding(x)
+        x = self.decoder_position_embedding(self._stream(x))
         x = self.decoder_embeddings_dropout(x, training=training)
         mask = self.decoder_attention_mask(padding_mask)
         for layer in self.decoder_transformer_layers:
@@ -513,7 +526,7 @@ class WhisperBackbone(Backbone):
             after the final LayerNorm, and the updated cache.
         """
         x = self.token_embedding(token_ids)
-        x = self.decoder_position_embedding(x, start_index=cache_index)
+        x = self.decoder_position_embedding(self._stream(x), start_index=cache_index)
         num_new = ops.shape(token_ids)[1]
         max_length = ops.shape(self_cache[0][0])[2]
         # Cached positions before `cache_index`, and the new tokens causally.

@@ -72,6 +72,22 @@ def use_fused_attention(compute_dtype: str) -> bool:
     return False
 
 
+def residual_dtype(compute_dtype: str) -> str:
+    """The dtype of the residual stream: float32 when the layers compute in half precision.
+
+    Each block adds its (half-precision) output to a float32 stream, and LayerNorm reads
+    that stream in float32: in bfloat16 (8 significant bits) a half-precision stream
+    loses the small updates of later layers to rounding.
+    """
+    return "float32" if compute_dtype in ("bfloat16", "float16") else compute_dtype
+
+
+def keep_input_dtype(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """`layer`, set not to cast its inputs to its compute dtype (it reads the stream)."""
+    layer.autocast = False
+    return layer
+
+
 def whisper_kernel_initializer(stddev: float = 0.02) -> keras.initializers.Initializer:
     """The initializer of every dense kernel and embedding table."""
     return keras.initializers.TruncatedNormal(stddev=stddev)
@@ -410,11 +426,18 @@ class _Block(keras.layers.Layer):
         self.self_attention = WhisperAttention(
             num_heads, hidden_dim, dropout, dtype=policy, name="self_attention"
         )
-        self.self_attention_layer_norm = keras.layers.LayerNormalization(
-            epsilon=1e-5, dtype=policy, name="self_attention_layer_norm"
+        # The block reads and returns the residual stream in `residual_dtype` (float32
+        # in half precision): neither it nor its LayerNorms cast their inputs.
+        keep_input_dtype(self)
+        self.self_attention_layer_norm = keep_input_dtype(
+            keras.layers.LayerNormalization(
+                epsilon=1e-5, dtype=policy, name="self_attention_layer_norm"
+            )
         )
-        self.feedforward_layer_norm = keras.layers.LayerNormalization(
-            epsilon=1e-5, dtype=policy, name="feedforward_layer_norm"
+        self.feedforward_layer_norm = keep_input_dtype(
+            keras.layers.LayerNormalization(
+                epsilon=1e-5, dtype=policy, name="feedforward_layer_norm"
+            )
         )
         dense = dict(kernel_initializer=whisper_kernel_initializer(), dtype=policy)
         self.feedforward_intermediate_dense = keras.layers.Dense(
@@ -425,12 +448,18 @@ class _Block(keras.layers.Layer):
         )
         self.residual_dropout = keras.layers.Dropout(dropout, dtype=policy, name="residual_dropout")
 
+    def _stream(self, x):
+        return ops.cast(x, residual_dtype(self.compute_dtype))
+
+    def _add(self, x, h, training=None):
+        return x + ops.cast(self.residual_dropout(h, training=training), x.dtype)
+
     def _feedforward(self, x, training=None):
         h = self.feedforward_layer_norm(x)
         h = self.feedforward_intermediate_dense(h)
         h = keras.activations.gelu(h, approximate=False)
         h = self.feedforward_output_dense(h)
-        return x + self.residual_dropout(h, training=training)
+        return self._add(x, h, training=training)
 
     def compute_output_shape(self, input_shape, *args, **kwargs):
         return input_shape
@@ -468,8 +497,9 @@ class WhisperEncoderBlock(_Block):
         self.built = True
 
     def call(self, x, training=None):
+        x = self._stream(x)
         h = self.self_attention(self.self_attention_layer_norm(x), training=training)
-        x = x + self.residual_dropout(h, training=training)
+        x = self._add(x, h, training=training)
         return self._feedforward(x, training=training)
 
 
@@ -493,8 +523,10 @@ class WhisperDecoderBlock(_Block):
         self.cross_attention = WhisperAttention(
             self.num_heads, self.hidden_dim, self.dropout, dtype=policy, name="cross_attention"
         )
-        self.cross_attention_layer_norm = keras.layers.LayerNormalization(
-            epsilon=1e-5, dtype=policy, name="cross_attention_layer_norm"
+        self.cross_attention_layer_norm = keep_input_dtype(
+            keras.layers.LayerNormalization(
+                epsilon=1e-5, dtype=policy, name="cross_attention_layer_norm"
+            )
         )
 
     def build(self, x_shape, encoder_output_shape=None):
@@ -509,16 +541,18 @@ class WhisperDecoderBlock(_Block):
         self.built = True
 
     def call(self, x, encoder_output, self_attention_mask=None, training=None):
+        x = self._stream(x)
+        encoder_output = ops.cast(encoder_output, self.compute_dtype)
         h = self.self_attention(
             self.self_attention_layer_norm(x),
             attention_mask=self_attention_mask,
             training=training,
         )
-        x = x + self.residual_dropout(h, training=training)
+        x = self._add(x, h, training=training)
         h = self.cross_attention(
             self.cross_attention_layer_norm(x), encoder_output, training=training
         )
-        x = x + self.residual_dropout(h, training=training)
+        x = self._add(x, h, training=training)
         return self._feedforward(x, training=training)
 
     def call_with_cache(self, x, self_cache, cross_cache, cache_index, self_attention_masks):
@@ -543,6 +577,7 @@ class WhisperDecoderBlock(_Block):
         cache_keys, cache_values = self_cache
         cross_keys, cross_values = cross_cache
         group = ops.shape(x)[0] // ops.shape(cross_keys)[0]
+        x = self._stream(x)
         h = self.self_attention_layer_norm(x)
         keys, values = self.self_attention.project_key_value(h)
         keys = ops.cast(keys, cache_keys.dtype)
@@ -554,9 +589,9 @@ class WhisperDecoderBlock(_Block):
         start = (0, 0, cache_index, 0)
         cache_keys = ops.slice_update(cache_keys, start, keys)
         cache_values = ops.slice_update(cache_values, start, values)
-        x = x + h
+        x = self._add(x, h)
         h = self.cross_attention.attend(
             self.cross_attention_layer_norm(x), cross_keys, cross_values, group=group
         )
-        x = x + h
+        x = self._add(x, h)
         return self._feedforward(x), (cache_keys, cache_values)
