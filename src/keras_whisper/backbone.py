@@ -174,7 +174,8 @@ class WhisperBackbone(Backbone):
             text decoder can consume.
         dtype: string or `keras.DTypePolicy`. The dtype to use for model
             computations and weights. Softmax and layer normalization are
-            always computed at float32 precision regardless of dtype.
+            always computed at float32 precision regardless of dtype (and, in
+            half precision, the residual stream between the blocks).
         num_decoder_layers: int, optional. The number of decoder layers, for
             models whose decoder is shallower than the encoder
             (large-v3-turbo: 32/4, distil-whisper: 32/2). Defaults to
