@@ -12,7 +12,7 @@ from keras_whisper.layers import (
     WhisperDecoderBlock,
     WhisperEncoderBlock,
     keep_input_dtype,
-    residual_dtype,
+    to_residual,
     whisper_kernel_initializer,
 )
 
@@ -359,7 +359,7 @@ class WhisperBackbone(Backbone):
     def _stream(self, x):
         """`x` in the dtype of the residual stream (float32 in half precision)."""
         # (The layers' policy: `self`'s is not set yet while the functional graph is built.)
-        return ops.cast(x, residual_dtype(self.token_embedding.compute_dtype))
+        return to_residual(x, self.token_embedding.compute_dtype)
 
     def _decode(self, token_ids, padding_mask, encoder_output, training=None):
         x = self.token_embedding(token_ids)

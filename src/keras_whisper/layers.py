@@ -82,6 +82,11 @@ def residual_dtype(compute_dtype: str) -> str:
     return "float32" if compute_dtype in ("bfloat16", "float16") else compute_dtype
 
 
+def to_residual(x, compute_dtype: str):
+    """`x` cast to the residual stream's dtype (`residual_dtype(compute_dtype)`)."""
+    return ops.cast(x, residual_dtype(compute_dtype))
+
+
 def keep_input_dtype(layer: keras.layers.Layer) -> keras.layers.Layer:
     """`layer`, set not to cast its inputs to its compute dtype (it reads the stream)."""
     layer.autocast = False
@@ -448,9 +453,6 @@ class _Block(keras.layers.Layer):
         )
         self.residual_dropout = keras.layers.Dropout(dropout, dtype=policy, name="residual_dropout")
 
-    def _stream(self, x):
-        return ops.cast(x, residual_dtype(self.compute_dtype))
-
     def _add(self, x, h, training=None):
         return x + ops.cast(self.residual_dropout(h, training=training), x.dtype)
 
@@ -497,7 +499,7 @@ class WhisperEncoderBlock(_Block):
         self.built = True
 
     def call(self, x, training=None):
-        x = self._stream(x)
+        x = to_residual(x, self.compute_dtype)
         h = self.self_attention(self.self_attention_layer_norm(x), training=training)
         x = self._add(x, h, training=training)
         return self._feedforward(x, training=training)
@@ -541,7 +543,7 @@ class WhisperDecoderBlock(_Block):
         self.built = True
 
     def call(self, x, encoder_output, self_attention_mask=None, training=None):
-        x = self._stream(x)
+        x = to_residual(x, self.compute_dtype)
         encoder_output = ops.cast(encoder_output, self.compute_dtype)
         h = self.self_attention(
             self.self_attention_layer_norm(x),
@@ -577,7 +579,7 @@ class WhisperDecoderBlock(_Block):
         cache_keys, cache_values = self_cache
         cross_keys, cross_values = cross_cache
         group = ops.shape(x)[0] // ops.shape(cross_keys)[0]
-        x = self._stream(x)
+        x = to_residual(x, self.compute_dtype)
         h = self.self_attention_layer_norm(x)
         keys, values = self.self_attention.project_key_value(h)
         keys = ops.cast(keys, cache_keys.dtype)
