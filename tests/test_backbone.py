@@ -112,8 +112,11 @@ def test_encode_matches_functional_output():
     )
 
 
-def test_cached_decoding_matches_full_forward_pass():
+@pytest.mark.parametrize("fused", [False, True], ids=["separate", "fused_qkv"])
+def test_cached_decoding_matches_full_forward_pass(fused):
     backbone, sd = small_backbone()
+    # A decoding loop's one-product query/key/value projections give the same outputs.
+    fused = backbone.fused_self_attention_projections() if fused else None
     inputs = small_inputs(tokens=10)
     tokens = inputs["decoder_token_ids"]
     audio = backbone.encode(inputs["encoder_features"])
@@ -121,10 +124,12 @@ def test_cached_decoding_matches_full_forward_pass():
     cross = backbone.cross_attention_cache(audio)
     cache = backbone.empty_self_attention_cache(batch_size=2)
     # A 4-token prompt in one call, then one token per call.
-    hidden, cache = backbone.decode_with_cache(tokens[:, :4], cache, cross, 0)
+    hidden, cache = backbone.decode_with_cache(tokens[:, :4], cache, cross, 0, fused=fused)
     steps = [keras.ops.convert_to_numpy(hidden)]
     for i in range(4, 10):
-        hidden, cache = backbone.decode_with_cache(tokens[:, i : i + 1], cache, cross, i)
+        hidden, cache = backbone.decode_with_cache(
+            tokens[:, i : i + 1], cache, cross, i, fused=fused
+        )
         steps.append(keras.ops.convert_to_numpy(hidden))
     np.testing.assert_allclose(np.concatenate(steps, axis=1), reference, atol=3e-5, rtol=1e-4)
 

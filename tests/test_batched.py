@@ -208,7 +208,7 @@ def _fake_generate(calls=None):
     """`generate` without a model: one token per window, so tests run at VAD speed."""
     from keras_whisper.decoding import DecodingResult
 
-    def generate(backbone, tokenizer, features, options):
+    def generate(backbone, tokenizer, features, options, seed=None):
         if calls is not None:
             calls.append(features.shape[0])
         result = dict(avg_logprob=-0.1, sum_logprob=-0.2, no_speech_prob=0.0, temperature=0.0)

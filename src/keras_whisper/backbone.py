@@ -506,7 +506,22 @@ class WhisperBackbone(Backbone):
             for _ in self.decoder_transformer_layers
         )
 
-    def decode_with_cache(self, token_ids, self_cache, cross_cache, cache_index):
+    def fused_self_attention_projections(self):
+        """Each decoder layer's query, key and value projections fused into one.
+
+        A decoding loop computes this once and passes it to every
+        `decode_with_cache` call: each step then makes one self-attention
+        projection product per layer instead of three (see
+        `WhisperAttention.fused_projection`).
+
+        Returns:
+            A tuple with one `(kernel, bias)` pair per decoder layer.
+        """
+        return tuple(
+            layer.self_attention.fused_projection() for layer in self.decoder_transformer_layers
+        )
+
+    def decode_with_cache(self, token_ids, self_cache, cross_cache, cache_index, fused=None):
         """Decoder outputs for new tokens, reusing and extending the caches.
 
         The new tokens occupy positions `cache_index ... cache_index + n - 1`;
@@ -521,6 +536,8 @@ class WhisperBackbone(Backbone):
                 `batch / group` of them, each shared by `group` consecutive rows
                 of `token_ids` (beam search).
             cache_index: int scalar (Python or tensor), the first new position.
+            fused: optional `fused_self_attention_projections()`, computed once
+                by the caller (a decoding loop); the same outputs, fewer products.
 
         Returns:
             `(decoder_sequence_output, self_cache)`: `(batch, n, hidden_dim)`
@@ -535,11 +552,15 @@ class WhisperBackbone(Backbone):
         new_positions = ops.arange(num_new)
         new_mask = (new_positions[None, :] <= new_positions[:, None])[None, None, :, :]
         masks = (cache_mask, new_mask)
+        layers = self.decoder_transformer_layers
+        fused = (None,) * len(layers) if fused is None else fused
         updated = []
-        for layer, layer_self, layer_cross in zip(
-            self.decoder_transformer_layers, self_cache, cross_cache, strict=True
+        for layer, layer_self, layer_cross, layer_fused in zip(
+            layers, self_cache, cross_cache, fused, strict=True
         ):
-            x, layer_self = layer.call_with_cache(x, layer_self, layer_cross, cache_index, masks)
+            x, layer_self = layer.call_with_cache(
+                x, layer_self, layer_cross, cache_index, masks, fused=layer_fused
+            )
             updated.append(layer_self)
         return self.decoder_layer_norm(x), tuple(updated)
 

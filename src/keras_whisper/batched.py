@@ -218,6 +218,7 @@ def transcribe_many(
     vad: Any = None,
     vad_options: Any = None,
     progress: Callable[[float], None] | None = None,
+    seed: int | None = None,
     **decode_options: Any,
 ) -> Iterator[tuple[Any, TranscriptionResult | Exception]]:
     """Transcribe many files (or one long one) in batches of speech pieces.
@@ -251,6 +252,8 @@ def transcribe_many(
         vad_options: `keras_whisper.vad.VadOptions` or a dict of its fields; pieces are
             always cut at 30 s (`max_speech_duration_s`).
         progress: called with the seconds of audio (of all files) finished so far.
+        seed: int. Seeds the sampling when `temperature > 0`: the same seed, inputs and
+            options give the same transcripts. `None` (default) draws fresh samples.
         **decode_options: `DecodingOptions` fields: `temperature` (one value: there is
             no fallback in this mode), `beam_size`, `patience`, `length_penalty`,
             `suppress_tokens`, `suppress_blank`, `max_initial_timestamp`, `prefix`.
@@ -291,6 +294,7 @@ def transcribe_many(
         vad_options or vad_module.VadOptions(), max_speech_duration_s=CHUNK_SECONDS
     )
     detector = vad if vad is not None else vad_module.SileroVAD.from_package()
+    batch_seeds = None if seed is None else np.random.default_rng(seed)
 
     files: dict[int, _File] = {}  # the files not yet reported, by input position
     queue: collections.deque[_Piece] = collections.deque()
@@ -400,6 +404,7 @@ def transcribe_many(
                             tokenizer,
                             features,
                             dataclasses.replace(options, language=head),
+                            seed=None if batch_seeds is None else int(batch_seeds.integers(2**30)),
                         )
                     except Exception as error:
                         if _is_out_of_memory(error):

@@ -5,7 +5,7 @@ keras-whisper transcribe AUDIO... [--preset whisper_tiny_en] [--language LANG]
     [--task transcribe|translate] [--beam-size N] [--temperature T]
     [--initial-prompt TEXT] [--output-format txt|srt|vtt|tsv|json|all]
     [--output-dir DIR] [--threads N] [--backend jax|torch|tensorflow]
-    [--batch-size N] [--vad-filter] [--dtype bfloat16]
+    [--batch-size N] [--vad-filter] [--dtype bfloat16] [--seed N]
 ```
 
 Without `--batch-size`, each input goes through OpenAI's sequential seek loop with a
@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
         help="first temperature; fallback goes up by --temperature-increment",
     )
     run.add_argument("--temperature-increment", type=float, default=0.2)
+    run.add_argument(
+        "--seed", type=int, default=None, help="seed of the sampling: reproducible transcripts"
+    )
     run.add_argument("--initial-prompt", default=None, help="text to prompt the first window")
     run.add_argument(
         "--no-condition-on-previous-text",
@@ -118,6 +121,7 @@ def _sequential(model, path, args, temperatures, decode_options):
             initial_prompt=args.initial_prompt,
             condition_on_previous_text=args.condition_on_previous_text,
             vad_filter=args.vad_filter,
+            seed=args.seed,
             **decode_options,
         )
         bar = tqdm(
@@ -187,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             task=args.task,
             temperature=temperatures[0],
             progress=None,
+            seed=args.seed,
             **decode_options,
         )
     else:

@@ -273,6 +273,50 @@ class WhisperAttention(keras.layers.Layer):
             _split_heads(self.value(inputs), self.num_heads),
         )
 
+    def fused_projection(self):
+        """The query, key and value projections as one `(kernel, bias)` pair.
+
+        `kernel` is `(hidden_dim, 3 * hidden_dim)`: the query kernel (already
+        scaled by `head_dim ** -0.5`), the key kernel and the value kernel side
+        by side; `bias` the matching `(3 * hidden_dim,)` vector (zeros for the
+        key). A decoding loop builds it once and makes one matrix product per
+        step and layer instead of three. With Whisper's `head_dim` of 64 the
+        scale is a power of two, so the scaled kernel gives the same queries.
+        """
+        scale = self.head_dim**-0.5
+        query_kernel = ops.convert_to_tensor(self.query.kernel)
+        kernel = ops.concatenate(
+            [
+                query_kernel * scale,
+                ops.convert_to_tensor(self.key.kernel),
+                ops.convert_to_tensor(self.value.kernel),
+            ],
+            axis=-1,
+        )
+        bias = ops.concatenate(
+            [
+                ops.convert_to_tensor(self.query.bias) * scale,
+                ops.zeros((self.hidden_dim,), query_kernel.dtype),
+                ops.convert_to_tensor(self.value.bias),
+            ]
+        )
+        return kernel, bias
+
+    def project_query_key_value(self, inputs, fused=None):
+        """Scaled queries, keys and values of `inputs`, each `(batch, heads, length, head_dim)`.
+
+        Args:
+            inputs: `(batch, length, hidden_dim)`.
+            fused: optional `fused_projection()`, computed once by the caller:
+                one matrix product instead of three.
+        """
+        if fused is None:
+            return (self._project_query(inputs),) + self.project_key_value(inputs)
+        kernel, bias = fused
+        projected = ops.matmul(inputs, ops.cast(kernel, self.compute_dtype))
+        projected = projected + ops.cast(bias, self.compute_dtype)
+        return tuple(_split_heads(x, self.num_heads) for x in ops.split(projected, 3, axis=-1))
+
     def _project_query(self, query_inputs, group=1):
         """Scaled queries `(batch // group, heads, group * length, head_dim)`."""
         query = _split_heads(self.query(query_inputs), self.num_heads)
@@ -326,7 +370,7 @@ class WhisperAttention(keras.layers.Layer):
         return self._output(context, group)
 
     def attend_with_cache(
-        self, query_inputs, cache_keys, cache_values, keys, values, cache_mask, new_mask
+        self, query, cache_keys, cache_values, keys, values, cache_mask, new_mask
     ):
         """Self-attention of new positions over the cached ones and themselves.
 
@@ -335,7 +379,8 @@ class WhisperAttention(keras.layers.Layer):
         is then its only use, which lets XLA do it in place.
 
         Args:
-            query_inputs: `(batch, new_length, hidden_dim)` un-projected queries.
+            query: `(batch, heads, new_length, head_dim)` projected and scaled
+                queries (`project_query_key_value`).
             cache_keys, cache_values: `(batch, heads, max_length, head_dim)`,
                 the earlier positions.
             keys, values: `(batch, heads, new_length, head_dim)`, the new ones.
@@ -345,7 +390,6 @@ class WhisperAttention(keras.layers.Layer):
             new_mask: boolean, broadcastable to
                 `(batch, heads, new_length, new_length)` (causal).
         """
-        query = self._project_query(query_inputs)
         scores = ops.concatenate(
             [self._scores(query, cache_keys, cache_mask), self._scores(query, keys, new_mask)],
             axis=-1,
@@ -557,7 +601,9 @@ class WhisperDecoderBlock(_Block):
         x = self._add(x, h, training=training)
         return self._feedforward(x, training=training)
 
-    def call_with_cache(self, x, self_cache, cross_cache, cache_index, self_attention_masks):
+    def call_with_cache(
+        self, x, self_cache, cross_cache, cache_index, self_attention_masks, fused=None
+    ):
         """One decoding step (any number of new tokens) with explicit caches.
 
         Args:
@@ -572,6 +618,8 @@ class WhisperDecoderBlock(_Block):
                 broadcastable to `(batch, 1, new_tokens, max_length)` (the
                 cached positions each new token sees) and
                 `(batch, 1, new_tokens, new_tokens)` (causal).
+            fused: optional `self_attention.fused_projection()`, built once by
+                a decoding loop.
 
         Returns:
             `(outputs, self_cache)` with the cache updated.
@@ -581,12 +629,12 @@ class WhisperDecoderBlock(_Block):
         group = ops.shape(x)[0] // ops.shape(cross_keys)[0]
         x = to_residual(x, self.compute_dtype)
         h = self.self_attention_layer_norm(x)
-        keys, values = self.self_attention.project_key_value(h)
+        query, keys, values = self.self_attention.project_query_key_value(h, fused)
         keys = ops.cast(keys, cache_keys.dtype)
         values = ops.cast(values, cache_values.dtype)
         cache_mask, new_mask = self_attention_masks
         h = self.self_attention.attend_with_cache(
-            h, cache_keys, cache_values, keys, values, cache_mask, new_mask
+            query, cache_keys, cache_values, keys, values, cache_mask, new_mask
         )
         start = (0, 0, cache_index, 0)
         cache_keys = ops.slice_update(cache_keys, start, keys)

@@ -189,21 +189,30 @@ def decode_with_fallback(
     logprob_threshold: float | None = -1.0,
     no_speech_threshold: float | None = 0.6,
     best_of: int | None = None,
+    seed: int | None = None,
 ) -> DecodingResult:
     """Decode one window, retrying at higher temperatures when the result looks wrong.
 
     At temperature 0, `options` is used as is (greedy or beam search); above 0,
     `beam_size` and `patience` are dropped and `best_of` samples are drawn. If
     every temperature fails, the last result is returned (as openai-whisper does).
+    `seed` (an int) makes the samples reproducible: temperature `i` of the list
+    samples with seed `seed + i`; `None` draws fresh ones.
     """
     result = None
-    for temperature in temperatures:
+    for step, temperature in enumerate(temperatures):
         changes: dict[str, Any] = {"temperature": temperature}
         if temperature > 0:
             changes.update(beam_size=None, patience=None, best_of=best_of)
         else:
             changes.update(best_of=None)
-        result = generate(backbone, tokenizer, features, dataclasses.replace(options, **changes))[0]
+        result = generate(
+            backbone,
+            tokenizer,
+            features,
+            dataclasses.replace(options, **changes),
+            seed=None if seed is None else seed + step,
+        )[0]
         needs_fallback = False
         if (
             compression_ratio_threshold is not None
@@ -241,6 +250,7 @@ def transcribe_segments(
     vad_filter: bool = False,
     vad_options: Any = None,
     progress: Callable[[float], None] | None = None,
+    seed: int | None = None,
     **decode_options: Any,
 ) -> tuple[Iterator[Segment], TranscriptionInfo]:
     """Transcribe audio of any length, yielding segments as windows are decoded.
@@ -273,6 +283,9 @@ def transcribe_segments(
             faster-whisper's `vad_filter=True`).
         vad_options: `keras_whisper.vad.VadOptions` or a dict of its fields.
         progress: called with the number of seconds of audio done so far.
+        seed: int. Seeds the sampling of the temperature fallback: the same seed,
+            audio and options give the same transcript. `None` (default) draws
+            fresh samples each run, as openai-whisper does.
         **decode_options: `DecodingOptions` fields (beam_size, best_of,
             patience, length_penalty, suppress_tokens, suppress_blank,
             without_timestamps, max_initial_timestamp, prefix).
@@ -314,6 +327,9 @@ def transcribe_segments(
         language_probability = float(probabilities[0][language])
         options = dataclasses.replace(options, language=language)
 
+    # One seed per decoded window, drawn in window order from `seed`.
+    window_seeds = None if seed is None else np.random.default_rng(seed)
+
     def segments() -> Iterator[Segment]:
         ts_begin = tokenizer.timestamp_begin
         seek = 0
@@ -347,6 +363,7 @@ def transcribe_segments(
                 logprob_threshold,
                 no_speech_threshold,
                 best_of,
+                seed=None if window_seeds is None else int(window_seeds.integers(2**30)),
             )
             if no_speech_threshold is not None and result.no_speech_prob > no_speech_threshold:
                 if logprob_threshold is None or result.avg_logprob <= logprob_threshold:

@@ -217,10 +217,12 @@ def _loop_stage(
     # One row: the logits are a vector-matrix product, faster on CPU with the table
     # transposed once before the loop (80 MB for tiny.en, rewritten once per window).
     table = model.transposed_token_embeddings() if spec.transposed_logits else None
+    # One self-attention projection product per layer and step instead of three.
+    fused = model.fused_self_attention_projections()
 
     def next_logits(index, tokens, cache):
         last = ops.slice(tokens, (0, index - 1), (rows, 1))
-        hidden, cache = model.decode_with_cache(last, cache, cross_cache, index - 1)
+        hidden, cache = model.decode_with_cache(last, cache, cross_cache, index - 1, fused=fused)
         logits = model.logits(hidden[:, 0], transposed_embeddings=table)
         if spec.blank:
             logits = filters.suppress_blank(logits, tokens, index, sample_begin, blank_mask)
