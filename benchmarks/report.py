@@ -497,7 +497,8 @@ def coldstart_block(model_label: str, rows: list[ColdStartRow], head: str) -> st
     for row in traced:
         traces = row.traces[-1]
         lines.append(
-            f"- {row.label}, compilations (`TRACE_COUNTS`) after the first file: "
+            f"- {row.label}, traced stages (`TRACE_COUNTS`: each one compiled, or loaded "
+            f"from the compilation cache) after the first file: "
             f"{dict(sorted(traces['first'].items()))}; new ones for the 7.1-s file: "
             f"**{_trace_delta(traces['second'], traces['first'])}**; for the 53-s file "
             f"(several windows, each prompted with the previous text, so prompts fall in "
@@ -508,7 +509,10 @@ def coldstart_block(model_label: str, rows: list[ColdStartRow], head: str) -> st
         "- Each figure is the median over fresh processes; greedy decoding with "
         "timestamps and temperature fallback. Process start = interpreter and worker "
         "start-up; import = the engine's framework; load = the model (keras-whisper: "
-        "`from_preset` of the already converted preset in the user cache).",
+        "`from_preset` of the already converted preset in the user cache). keras-whisper "
+        "keeps its compiled stages on disk (`keras_whisper.decoding.compilation_cache`): "
+        "its first row loads those of an earlier process (one uncounted process fills the "
+        "cache first), the 'compiling' row turns the cache off, as on a machine's first run.",
         "",
     ]
     return "\n".join(lines)

@@ -56,7 +56,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_whisper.decoding import filters
+from keras_whisper.decoding import compilation_cache, filters
 from keras_whisper.decoding.options import DecodingOptions, DecodingResult
 
 # Prompt lengths are padded up to one of these (then to the decoder's context).
@@ -141,7 +141,9 @@ def _jit_stateless(model_ref, name: str, fn):
         with precision, keras.StatelessScope(state_mapping=mapping):
             return fn(model, *args)
 
-    return jax.jit(stateless, compiler_options=compiler_options())
+    # Compiled executables are also kept on disk: a new process loads them instead of
+    # compiling (seconds per stage on CPU).
+    return compilation_cache.CachedJit(stateless, name, compiler_options())
 
 
 def _to_numpy(x) -> np.ndarray:
