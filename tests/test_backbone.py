@@ -134,6 +134,14 @@ def test_cached_decoding_matches_full_forward_pass(fused):
     np.testing.assert_allclose(np.concatenate(steps, axis=1), reference, atol=3e-5, rtol=1e-4)
 
 
+def test_quantized_projections_are_not_fused():
+    # An int8 kernel is not a plain matrix: concatenating it would drop its scales.
+    backbone, _ = small_backbone()
+    assert backbone.fused_self_attention_projections() is not None
+    backbone.quantize("int8")
+    assert backbone.fused_self_attention_projections() is None
+
+
 def test_outputs_are_after_final_layer_norm_and_shapes_are_ceil_half():
     backbone, sd = small_backbone()
     for frames in (1, 2, 5, 40):

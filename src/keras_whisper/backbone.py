@@ -515,11 +515,15 @@ class WhisperBackbone(Backbone):
         `WhisperAttention.fused_projection`).
 
         Returns:
-            A tuple with one `(kernel, bias)` pair per decoder layer.
+            A tuple with one `(kernel, bias)` pair per decoder layer, or `None`
+            when the projections are quantized (`Model.quantize`): their kernels
+            are then not plain matrices, and each step keeps its three products.
         """
-        return tuple(
-            layer.self_attention.fused_projection() for layer in self.decoder_transformer_layers
-        )
+        attention = [layer.self_attention for layer in self.decoder_transformer_layers]
+        dense = [d for a in attention for d in (a.query, a.key, a.value)]
+        if any(getattr(d, "quantization_mode", None) for d in dense):
+            return None
+        return tuple(a.fused_projection() for a in attention)
 
     def decode_with_cache(self, token_ids, self_cache, cross_cache, cache_index, fused=None):
         """Decoder outputs for new tokens, reusing and extending the caches.
