@@ -327,7 +327,9 @@ def e2e_block(
         "framework are).",
         "- WER: `benchmarks/wer.py` (lowercase, punctuation stripped, numbers not spelled "
         "out) against the `.txt` reference, on the last timed run's text.",
-        "- Every engine gets the same `best_of` for the windows that fall back to temperature > 0.",
+        "- Every engine gets the same `best_of` for the windows that fall back to temperature > 0, "
+        "and seeds its own sampler before each transcription (`SEED` in `benchmarks/engines.py`), "
+        "so every run of an engine draws the same samples.",
         "",
     ]
     return "\n".join(lines)
