@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ENV = "KERAS_WHISPER_COMPILATION_CACHE"
 
 # How many executables were loaded from disk ("loaded") or written to it ("stored"), by stage
@@ -73,7 +75,11 @@ def _signature(args: tuple) -> tuple:
     return (
         tree,
         tuple(
-            (tuple(leaf.shape), str(leaf.dtype), bool(getattr(leaf, "weak_type", False)))
+            (
+                tuple(np.shape(leaf)),
+                str(getattr(leaf, "dtype", type(leaf).__name__)),
+                bool(getattr(leaf, "weak_type", False)),
+            )
             for leaf in leaves
         ),
     )
