@@ -293,7 +293,8 @@ def transcribe_many(
     vad_options = dataclasses.replace(
         vad_options or vad_module.VadOptions(), max_speech_duration_s=CHUNK_SECONDS
     )
-    detector = vad if vad is not None else vad_module.SileroVAD.from_package()
+    # The default detector is built (and compiled) once per process, not once per call.
+    detector = vad if vad is not None else vad_module.default_vad()
     batch_seeds = None if seed is None else np.random.default_rng(seed)
 
     files: dict[int, _File] = {}  # the files not yet reported, by input position

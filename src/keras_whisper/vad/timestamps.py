@@ -204,7 +204,21 @@ def _pad_segments(segments: list[dict], pad: float, num_samples: int) -> list[di
 _DEFAULT_VAD = None
 
 
-def _default_vad():
+def default_vad():
+    """The default `SileroVAD` (`SileroVAD.from_package()`), built once per process.
+
+    `get_speech_timestamps`, `vad_filter=True` and the batched mode share it, so its weights
+    are read and its network compiled once, not once per call.
+
+    Returns:
+        A built `SileroVAD`.
+
+    Examples:
+    ```python
+    detector = keras_whisper.vad.default_vad()
+    probs = detector.speech_probabilities(audio)
+    ```
+    """
     global _DEFAULT_VAD
     if _DEFAULT_VAD is None:
         from keras_whisper.vad.model import SileroVAD
@@ -249,7 +263,7 @@ def get_speech_timestamps(
 
         waveform = load_audio(audio, SAMPLE_RATE)
     if speech_probs is None:
-        speech_probs = (vad or _default_vad()).speech_probabilities(waveform)
+        speech_probs = (vad or default_vad()).speech_probabilities(waveform)
     return speech_timestamps_from_probs(speech_probs, len(waveform), options, **overrides)
 
 
