@@ -286,10 +286,10 @@ def _beam_loop(spec, next_logits, index, tokens, cache, sum_logprobs, sample_beg
     audio_offset = ops.arange(n_audio, dtype="int32")[:, None] * beams
     beam_of_row = ops.arange(rows, dtype="int32") % beams
 
-    def cond(index, tokens, cache, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count):
+    def cond(index, tokens, cache, spare, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count):
         return ops.logical_and(index < limit, ops.logical_not(ops.all(fin_count >= keep)))
 
-    def body(index, tokens, cache, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count):
+    def body(index, tokens, cache, spare, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count):
         logits, cache = next_logits(index, tokens, cache)
         logprobs = ops.log_softmax(logits, axis=-1)
         top_logprobs, top_ids = ops.top_k(logprobs, per_beam)
@@ -340,24 +340,76 @@ def _beam_loop(spec, next_logits, index, tokens, cache, sum_logprobs, sample_beg
 
         tokens = ops.take(tokens, new_rows, axis=0)
         tokens = ops.slice_update(tokens, (0, index), ops.reshape(new_ids, (rows, 1)))
-        cache = keras.tree.map_structure(lambda c: ops.take(c, new_rows, axis=0), cache)
+        cache, spare = _reorder_rows(cache, spare, new_rows)
         sum_logprobs = ops.reshape(new_scores, (rows,))
-        return index + 1, tokens, cache, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count
+        return (
+            index + 1,
+            tokens,
+            cache,
+            spare,
+            sum_logprobs,
+            fin_tokens,
+            fin_scores,
+            fin_end,
+            fin_count,
+        )
 
     state = (
         index,
         tokens,
         cache,
+        # Room for the rows that move when the beams are reordered (see `_reorder_rows`).
+        keras.tree.map_structure(ops.zeros_like, cache),
         sum_logprobs,
         ops.zeros((n_audio, keep, length), "int32"),
         ops.zeros((n_audio, keep), "float32"),
         ops.zeros((n_audio, keep), "int32"),
         ops.zeros((n_audio,), "int32"),
     )
-    index, tokens, _, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count = ops.while_loop(
+    index, tokens, _, _, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count = ops.while_loop(
         cond, body, state
     )
     return index, tokens, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count
+
+
+def _reorder_rows(cache, spare, new_rows):
+    """`take(cache, new_rows, axis=0)` for every tensor of `cache`, copying only moved rows.
+
+    After a beam-search step a row usually keeps its own history: on tiny.en's beam-5
+    transcripts 1.9 rows of 5 move per step, and none in 43 % of the steps. A gather
+    would rewrite the whole cache, and XLA then copies it back into the loop's buffer.
+    Here the moved rows are first read into `spare` (so that a row moved away is still
+    read as it was), then written over their destinations, both in place.
+
+    Args:
+        cache: a tree of `(rows, ...)` tensors.
+        spare: a tree of the same shapes, whose contents do not matter (a loop carries it
+            so that it is not allocated every step).
+        new_rows: `(rows,)` int32, the row each row's history now comes from.
+
+    Returns:
+        `(cache, spare)`, the cache reordered.
+    """
+    rows = ops.shape(new_rows)[0]
+    moved = ops.not_equal(new_rows, ops.arange(rows, dtype="int32"))
+
+    def copy_row(target, source_tree, target_row, source_row):
+        def copy():
+            return keras.tree.map_structure(
+                lambda t, s: ops.slice_update(
+                    t,
+                    (target_row,) + (0,) * (len(t.shape) - 1),
+                    ops.slice(s, (source_row,) + (0,) * (len(s.shape) - 1), (1,) + t.shape[1:]),
+                ),
+                target,
+                source_tree,
+            )
+
+        return ops.cond(moved[target_row], copy, lambda: target)
+
+    spare = ops.fori_loop(0, rows, lambda r, sp: copy_row(sp, cache, r, new_rows[r]), spare)
+    cache = ops.fori_loop(0, rows, lambda r, c: copy_row(c, spare, r, r), cache)
+    return cache, spare
 
 
 def _transposed_logits(rows: int) -> bool:
