@@ -118,13 +118,50 @@ def test_vad_filter_in_the_sequential_mode(tiny):
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="compilation is JAX's")
 def test_one_compilation_per_batch_size(tiny):
     decoding = importlib.import_module("keras_whisper.decoding.generate")
-    # A full batch and a short one (whose windows are encoded one at a time).
-    list(tiny.transcribe_many([audio_file("en_cards_002.wav")] * 4, batch_size=3))
-    before = dict(decoding.TRACE_COUNTS)
+    # A full batch and a short one (whose windows are encoded one at a time). Their rows
+    # end at different steps, so the loop also drops to one row (3 -> 1).
     names = ["en_jfk.wav", "en_goforward.wav", "en_cards_003.wav", "en_librivox_0880.wav"]
     list(tiny.transcribe_many([audio_file(n) for n in names], batch_size=3))
+    before = dict(decoding.TRACE_COUNTS)
+    assert before.get("compact")
+    others = ["en_cards_002.wav", "en_cards_001.wav", "en_sonnet001_long.wav", "en_jfk.wav"]
+    list(tiny.transcribe_many([audio_file(n) for n in others], batch_size=3))
+    list(tiny.transcribe_many([audio_file("en_cards_002.wav")] * 4, batch_size=3))
     after = dict(decoding.TRACE_COUNTS)
     assert after == before
+
+
+@pytest.mark.slow
+def test_finished_rows_stop_costing_work(tiny, monkeypatch):
+    """Rows that reached <|endoftext|> are dropped from the greedy loop (4 -> 2 -> 1 rows
+    here), and every transcript and log-probability is the one of the full-width loop."""
+    decoding = importlib.import_module("keras_whisper.decoding.generate")
+    rows = []
+    run = decoding._run
+
+    def counting_run(backbone, key, fn, *args):
+        if key[0] == "loop":
+            rows.append(int(args[2].shape[0]))
+        return run(backbone, key, fn, *args)
+
+    monkeypatch.setattr(decoding, "_run", counting_run)
+    names = ["en_jfk.wav", "en_goforward.wav", "en_cards_003.wav", "en_librivox_0880.wav"]
+    inputs = [audio_file(n) for n in names]
+
+    def transcripts():
+        rows.clear()
+        return [
+            [(s.text, s.avg_logprob) for s in r.segments]
+            for _, r in tiny.transcribe_many(inputs, batch_size=4, without_timestamps=True)
+        ]
+
+    compacted, compacted_rows = transcripts(), list(rows)
+    monkeypatch.setattr(decoding, "COMPACT_FINISHED_ROWS", False)
+    full, full_rows = transcripts(), list(rows)
+    assert full_rows == [4] and compacted_rows[0] == 4 and min(compacted_rows) < 4
+    assert [[t for t, _ in f] for f in compacted] == [[t for t, _ in f] for f in full]
+    for c, f in zip(compacted, full, strict=True):
+        np.testing.assert_allclose([p for _, p in c], [p for _, p in f], atol=1e-4)
 
 
 @pytest.mark.slow

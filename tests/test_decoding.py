@@ -626,14 +626,28 @@ def tiny_greedy_nots(tiny):
     before = dict(decoding_module.TRACE_COUNTS)
     options = DecodingOptions(without_timestamps=True)
     half = len(TINY_FILES) // 2
-    results = generate(backbone, tokenizer, features[:half], options)
-    traced_once = dict(decoding_module.TRACE_COUNTS)
-    results += generate(backbone, tokenizer, features[half:], options)
+    # The loop's row counts: finished rows are dropped by halving the loop.
+    rows = ([], [])
+    run = decoding_module._run
+
+    def counting_run(backbone, key, fn, *args):
+        if key[0] == "loop":
+            rows[len(traced_once) > 0].append(int(args[2].shape[0]))
+        return run(backbone, key, fn, *args)
+
+    traced_once = {}
+    decoding_module._run = counting_run
+    try:
+        results = generate(backbone, tokenizer, features[:half], options)
+        traced_once = dict(decoding_module.TRACE_COUNTS)
+        results += generate(backbone, tokenizer, features[half:], options)
+    finally:
+        decoding_module._run = run
     traced = {
         key: (traced_once.get(key, 0) - before.get(key, 0), value - traced_once.get(key, 0))
         for key, value in decoding_module.TRACE_COUNTS.items()
     }
-    return dict(zip(TINY_FILES, results, strict=True)), traced
+    return dict(zip(TINY_FILES, results, strict=True)), (traced, rows)
 
 
 @pytest.mark.slow
@@ -653,10 +667,16 @@ def test_tiny_en_greedy_without_timestamps_matches_faster_whisper(tiny_greedy_no
 @pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="compilation is JAX's")
 def test_jax_decode_compiles_once_per_shape(tiny_greedy_nots):
-    _, traced = tiny_greedy_nots
-    # Every stage traced once for the first batch and never again for the second.
-    for stage in ("encode", "cross", "prefill", "loop"):
+    _, (traced, (first_rows, second_rows)) = tiny_greedy_nots
+    # Every stage traced once for the first batch and never again for the second, but
+    # for the loop: once per row count it runs at (finished rows are dropped by halving
+    # the rows), so the second batch only traces counts the first did not reach.
+    for stage in ("encode", "cross", "prefill"):
         assert traced[stage] == (1, 0), (stage, traced)
+    assert first_rows[0] == second_rows[0] == len(TINY_FILES) // 2
+    new_counts = set(second_rows) - set(first_rows)
+    assert traced["loop"] == (len(set(first_rows)), len(new_counts)), (traced, first_rows)
+    assert len(first_rows) > 1  # rows were dropped
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """KV-cached decoding of 30-second windows: greedy, sampling and beam search.
 
 The decode runs as a few compiled stages on the device, with a single host
-round trip at the end:
+round trip at the end (greedy decoding of several rows adds one per halving of
+its rows, when it drops finished ones):
 
 1. `encode` (when given log-mel features) and `cross_attention_cache`, once per
    window;
@@ -13,7 +14,9 @@ round trip at the end:
    fixed shape `(batch * group, max_decoder_sequence_length + 1)`, with the logit
    rules of `keras_whisper.decoding.filters` and the greedy, sampling or beam
    search update, all in `keras.ops` with fixed shapes. Beam search keeps its
-   finished candidates in fixed-size on-device arrays.
+   finished candidates in fixed-size on-device arrays. Greedy decoding of several
+   rows stops when half of them or fewer are left, gathers those into a loop of
+   half the rows and goes on (`_sampling_loop`).
 
 On JAX each stage is a pure function of the model's variables, traced under
 `keras.StatelessScope(state_mapping=...)` and wrapped in `jax.jit` (keras-hub's
@@ -63,6 +66,8 @@ from keras_whisper.decoding.options import DecodingOptions, DecodingResult
 PROMPT_BUCKETS = (8, 16, 32, 64, 128, 256)
 # The self-attention cache's length is a multiple of this (at most the context).
 CACHE_STEP = 64
+# Greedy decoding of several rows drops finished rows, halving the loop (see `_sampling_loop`).
+COMPACT_FINISHED_ROWS = True
 
 # How many times each compiled stage has been traced (JAX): "encode", "cross",
 # "language", "prefill", "loop". A trace is a compilation; tests read this.
@@ -205,6 +210,10 @@ def _loop_stage(
     max_initial_index,
     temperature,
     seed,
+    index,
+    sum_logprobs,
+    done,
+    stop_below,
     *,
     spec: _Spec,
 ):
@@ -243,15 +252,18 @@ def _loop_stage(
             )
         return logits, cache
 
-    index = sample_begin
-    sum_logprobs = ops.zeros((rows,), "float32")
+    index = ops.cast(index, "int32")
     if spec.mode == "beam":
+        sum_logprobs = ops.zeros((rows,), "float32")
         return _beam_loop(
             spec, next_logits, index, buffer, cache, sum_logprobs, sample_begin, limit, n_audio
         )
 
     def cond(index, tokens, cache, sum_logprobs, done):
-        return ops.logical_and(index < limit, ops.logical_not(ops.all(done)))
+        # Also stops, for the host to drop finished rows, once no more than `stop_below`
+        # rows are left (never when it is negative).
+        active = ops.sum(ops.cast(ops.logical_not(done), "int32"))
+        return ops.logical_and(index < limit, active > ops.maximum(stop_below, 0))
 
     def body(index, tokens, cache, sum_logprobs, done):
         logits, cache = next_logits(index, tokens, cache)
@@ -271,11 +283,7 @@ def _loop_stage(
         done = ops.logical_or(done, chosen == spec.eot)
         return index + 1, tokens, cache, sum_logprobs, done
 
-    done = ops.zeros((rows,), "bool")
-    index, tokens, _, sum_logprobs, _ = ops.while_loop(
-        cond, body, (index, buffer, cache, sum_logprobs, done)
-    )
-    return index, tokens, sum_logprobs
+    return ops.while_loop(cond, body, (index, buffer, cache, sum_logprobs, done))
 
 
 def _beam_loop(spec, next_logits, index, tokens, cache, sum_logprobs, sample_begin, limit, n_audio):
@@ -754,13 +762,7 @@ def generate(
         seed_arg = np.array([seed & 0xFFFFFFFF, 0], dtype="uint32")
     else:
         seed_arg = keras.random.SeedGenerator(seed)
-    outputs = _run(
-        backbone,
-        ("loop", spec),
-        functools.partial(_loop_stage, spec=spec),
-        cross_cache,
-        self_cache,
-        buffer,
+    loop_args = (
         np.int32(sample_begin),
         np.int32(limit),
         filters.token_mask(vocab, suppress_ids or ()),
@@ -769,8 +771,33 @@ def generate(
         np.float32(max(options.temperature, 1e-6)),
         seed_arg,
     )
-    outputs = [_to_numpy(x) for x in outputs]
     no_speech = _to_numpy(no_speech)
+    if mode == "beam":
+        rows = n_audio * group
+        outputs = _run(
+            backbone,
+            ("loop", spec),
+            functools.partial(_loop_stage, spec=spec),
+            cross_cache,
+            self_cache,
+            buffer,
+            *loop_args,
+            np.int32(sample_begin),
+            np.zeros((rows,), "float32"),
+            np.zeros((rows,), "bool"),
+            np.int32(-1),
+        )
+        outputs = [_to_numpy(x) for x in outputs]
+    else:
+        outputs = _sampling_loop(
+            backbone,
+            spec,
+            cross_cache,
+            self_cache,
+            buffer,
+            loop_args,
+            compact=COMPACT_FINISHED_ROWS and mode == "greedy" and n_audio > 1,
+        )
     end, tokens, sum_logprobs = int(outputs[0]), outputs[1], outputs[2]
 
     results = []
@@ -801,6 +828,72 @@ def generate(
             )
         )
     return results
+
+
+def _compact_stage(model, cross_cache, self_cache, tokens, sum_logprobs, rows):
+    return keras.tree.map_structure(
+        lambda x: ops.take(x, rows, axis=0), (cross_cache, self_cache, tokens, sum_logprobs)
+    )
+
+
+def _sampling_loop(backbone, spec, cross_cache, self_cache, buffer, loop_args, compact):
+    """Runs the greedy or sampling loop; returns `(end, tokens, sum_logprobs)` on the host.
+
+    With `compact`, rows that have reached `<|endoftext|>` stop costing work: the loop
+    stops once half of its rows or fewer are still decoding, those rows (with their
+    caches) are gathered into a loop of half as many rows, and decoding goes on there
+    (8 -> 4 -> 2 -> 1 rows). Each row count is compiled once (JAX); the host syncs only at
+    these few points, never per token. A row's tokens do not depend on the other rows, so
+    the results are those of the uncompacted loop.
+    """
+    sample_begin = int(loop_args[0])
+    rows = int(buffer.shape[0]) * spec.group
+    tokens_out = np.zeros((rows, buffer.shape[1]), "int32")
+    sums_out = np.zeros((rows,), "float32")
+    origin = np.arange(rows)  # the output row of each loop row (-1: padding)
+    index, tokens = np.int32(sample_begin), buffer
+    sum_logprobs, done = np.zeros((rows,), "float32"), np.zeros((rows,), "bool")
+    while True:
+        count = len(origin)
+        stop_below = count // 2 if compact and count > 1 else -1
+        loop_spec = spec._replace(transposed_logits=_transposed_logits(count))
+        index, tokens, self_cache, sum_logprobs, done = _run(
+            backbone,
+            ("loop", loop_spec),
+            functools.partial(_loop_stage, spec=loop_spec),
+            cross_cache,
+            self_cache,
+            tokens,
+            *loop_args,
+            index,
+            sum_logprobs,
+            done,
+            np.int32(stop_below),
+        )
+        host_done = _to_numpy(done)
+        real = origin >= 0
+        tokens_out[origin[real]] = _to_numpy(tokens)[real]
+        sums_out[origin[real]] = _to_numpy(sum_logprobs)[real]
+        end = int(_to_numpy(index))
+        active = np.flatnonzero(~host_done)
+        if stop_below < 0 or end >= int(loop_args[1]) or active.size == 0:
+            return end, tokens_out, sums_out
+        # Keep the decoding rows; pad with finished copies of the last one.
+        size = count // 2
+        keep = np.concatenate([active, np.full(size - active.size, active[-1])]).astype("int32")
+        cross_cache, self_cache, tokens, sum_logprobs = _run(
+            backbone,
+            ("compact",),
+            _compact_stage,
+            cross_cache,
+            self_cache,
+            tokens,
+            sum_logprobs,
+            keep,
+        )
+        origin = np.where(np.arange(size) < active.size, origin[keep], -1)
+        done = np.arange(size) >= active.size
+        index = np.int32(end)
 
 
 def _beam_candidates(audio: int, beams: int, outputs: Sequence[Any], sample_begin: int, eot: int):
