@@ -46,6 +46,7 @@ from keras_whisper.transcription import (
     Segment,
     TranscriptionResult,
     resolve_language,
+    seed_stream,
     split_segments,
 )
 
@@ -295,7 +296,7 @@ def transcribe_many(
     )
     # The default detector is built (and compiled) once per process, not once per call.
     detector = vad if vad is not None else vad_module.default_vad()
-    batch_seeds = None if seed is None else np.random.default_rng(seed)
+    batch_seeds = seed_stream(seed)
 
     files: dict[int, _File] = {}  # the files not yet reported, by input position
     queue: collections.deque[_Piece] = collections.deque()
@@ -405,7 +406,7 @@ def transcribe_many(
                             tokenizer,
                             features,
                             dataclasses.replace(options, language=head),
-                            seed=None if batch_seeds is None else int(batch_seeds.integers(2**30)),
+                            seed=next(batch_seeds),
                         )
                     except Exception as error:
                         if _is_out_of_memory(error):

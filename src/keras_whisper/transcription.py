@@ -110,6 +110,26 @@ def _frame_peaks(waveform: np.ndarray, frames: int) -> np.ndarray:
     return padded.reshape(frames, HOP_LENGTH).max(axis=1) if frames else padded
 
 
+def seed_stream(seed: int | None) -> Iterator[int | None]:
+    """Endless per-call seeds drawn from `seed`, or `None`s when `seed` is `None`.
+
+    The sequential loop takes one per window and the batched mode one per batch, so a
+    whole transcription's samples follow from its one seed.
+
+    Args:
+        seed: int or `None`.
+
+    Examples:
+    ```python
+    seeds = seed_stream(0)
+    first, second = next(seeds), next(seeds)  # the same two for every seed_stream(0)
+    ```
+    """
+    generator = None if seed is None else np.random.default_rng(seed)
+    while True:
+        yield None if generator is None else int(generator.integers(2**30))
+
+
 def resolve_language(tokenizer, language: str | None, task: str) -> str | None:
     """Check `task` and `language` for a model; the language code, or `None` to detect it.
 
@@ -328,7 +348,7 @@ def transcribe_segments(
         options = dataclasses.replace(options, language=language)
 
     # One seed per decoded window, drawn in window order from `seed`.
-    window_seeds = None if seed is None else np.random.default_rng(seed)
+    window_seeds = seed_stream(seed)
 
     def segments() -> Iterator[Segment]:
         ts_begin = tokenizer.timestamp_begin
@@ -363,7 +383,7 @@ def transcribe_segments(
                 logprob_threshold,
                 no_speech_threshold,
                 best_of,
-                seed=None if window_seeds is None else int(window_seeds.integers(2**30)),
+                seed=next(window_seeds),
             )
             if no_speech_threshold is not None and result.no_speech_prob > no_speech_threshold:
                 if logprob_threshold is None or result.avg_logprob <= logprob_threshold:
