@@ -507,6 +507,34 @@ def test_decode_loop_matches_openai_on_small_model(small, options):
         assert result.language == "en" and result.language_probs is None
 
 
+@pytest.mark.parametrize("rows", [1, 3])
+def test_decoding_follows_new_weights(small, rows):
+    """Weights given new values (as training does) are what the next decode uses: the
+    loop's derived weights (transposed table, fused projections) are rebuilt, not reused."""
+    backbone, tokenizer, features = small
+    options = DecodingOptions()
+    before = [r.tokens for r in generate(backbone, tokenizer, features[:rows], options)]
+    table = backbone.token_embedding.embeddings
+    original = keras.ops.convert_to_numpy(table)
+    # Swap the embeddings of the first text token chosen (after the initial timestamp)
+    # and another text token: their logits swap at that step, so a loop still reading
+    # the old table would choose the old token.
+    first = before[0][1]
+    assert first < tokenizer.eot
+    other = 10 if first != 10 else 11
+    swapped = original.copy()
+    swapped[[first, other]] = original[[other, first]]
+    try:
+        table.assign(swapped)
+        after = [r.tokens for r in generate(backbone, tokenizer, features[:rows], options)]
+        expected = [
+            reference_decode(backbone, tokenizer, window, options)[0] for window in features[:rows]
+        ]
+    finally:
+        table.assign(original)
+    assert after == expected and after[0][1] == other
+
+
 def test_sampling_is_seeded_and_scores_untempered_logprobs(small):
     backbone, tokenizer, features = small
     options = DecodingOptions(temperature=3.0, best_of=3, without_timestamps=True)

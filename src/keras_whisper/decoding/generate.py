@@ -92,14 +92,7 @@ def _run(backbone, key: tuple, fn, *args):
         jitted = compiled.get(key)
         if jitted is None:
             jitted = compiled[key] = _jit_stateless(weakref.ref(backbone), key[0], fn)
-        # Walking the layer tree for `backbone.variables` costs ~4 ms a call; the list
-        # of variables of a built model does not change (their values may, and are
-        # read afresh each call).
-        variables = compiled.get("__variables__")
-        if variables is None:
-            variables = compiled["__variables__"] = list(backbone.variables)
-        state = [v.value for v in variables]
-        return jitted(state, *args)
+        return jitted(_state(backbone), *args)
     if backend == "torch":
         import torch
 
@@ -108,6 +101,50 @@ def _run(backbone, key: tuple, fn, *args):
         context = contextlib.nullcontext()
     with context:
         return fn(backbone, *args)
+
+
+def _state(backbone) -> list:
+    """The current values of the model's variables (JAX arrays)."""
+    compiled = _COMPILED.setdefault(backbone, {})
+    # Walking the layer tree for `backbone.variables` costs ~4 ms a call; the list of
+    # variables of a built model does not change (their values may, and are read afresh
+    # each call).
+    variables = compiled.get("__variables__")
+    if variables is None:
+        variables = compiled["__variables__"] = list(backbone.variables)
+    return [v.value for v in variables]
+
+
+def _derived_stage(model, *, transposed):
+    table = model.transposed_token_embeddings() if transposed else None
+    return table, model.fused_self_attention_projections()
+
+
+def _derived_weights(backbone, transposed: bool):
+    """The decoding loop's derived weights, built once per model and weights (JAX).
+
+    `(transposed embedding table or None, fused self-attention projections or None)`.
+    Transposing tiny.en's 80 MB table takes about 75 ms on 2 CPU cores, a fifth of a
+    short window's decoding loop, so it is kept with the compiled stages and rebuilt only
+    when a variable has been given a new value (e.g. by training). Elsewhere `None`: the
+    (eager) loop builds them itself.
+    """
+    if keras.backend.backend() != "jax":
+        return None
+    compiled = _COMPILED.setdefault(backbone, {})
+    state = _state(backbone)
+    key = ("__derived__", transposed)
+    entry = compiled.get(key)
+    if entry is not None:
+        refs, value = entry
+        if len(refs) == len(state) and all(r() is x for r, x in zip(refs, state, strict=True)):
+            return value
+    value = _run(
+        backbone, ("derived", transposed), functools.partial(_derived_stage, transposed=transposed)
+    )
+    # Weak references: the cache does not keep replaced weights alive.
+    compiled[key] = ([weakref.ref(x) for x in state], value)
+    return value
 
 
 def compiler_options() -> dict | None:
@@ -214,6 +251,7 @@ def _loop_stage(
     sum_logprobs,
     done,
     stop_below,
+    derived,
     *,
     spec: _Spec,
 ):
@@ -226,10 +264,11 @@ def _loop_stage(
         buffer = ops.repeat(buffer, group, axis=0)
     sample_begin = ops.cast(sample_begin, "int32")
     # One row: the logits are a vector-matrix product, faster on CPU with the table
-    # transposed once before the loop (80 MB for tiny.en, rewritten once per window).
-    table = model.transposed_token_embeddings() if spec.transposed_logits else None
-    # One self-attention projection product per layer and step instead of three.
-    fused = model.fused_self_attention_projections()
+    # transposed (80 MB for tiny.en). And one self-attention projection product per layer
+    # and step instead of three. Both come built (`_derived_weights`), else are built here.
+    if derived is None:
+        derived = _derived_stage(model, transposed=spec.transposed_logits)
+    table, fused = derived
 
     def next_logits(index, tokens, cache):
         last = ops.slice(tokens, (0, index - 1), (rows, 1))
@@ -786,6 +825,7 @@ def generate(
             np.zeros((rows,), "float32"),
             np.zeros((rows,), "bool"),
             np.int32(-1),
+            _derived_weights(backbone, spec.transposed_logits),
         )
         outputs = [_to_numpy(x) for x in outputs]
     else:
@@ -869,6 +909,7 @@ def _sampling_loop(backbone, spec, cross_cache, self_cache, buffer, loop_args, c
             sum_logprobs,
             done,
             np.int32(stop_below),
+            _derived_weights(backbone, loop_spec.transposed_logits),
         )
         host_done = _to_numpy(done)
         real = origin >= 0
