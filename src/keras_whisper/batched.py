@@ -41,6 +41,7 @@ from keras_whisper.audio import (
     pad_or_trim,
 )
 from keras_whisper.decoding import DecodingOptions, detect_language, encode, generate
+from keras_whisper.decoding.generate import jax_on_cpu
 from keras_whisper.errors import AudioError, OutOfMemoryError
 from keras_whisper.transcription import (
     Segment,
@@ -458,13 +459,7 @@ def _encode_one_at_a_time() -> bool:
     982 at 8), and it is the sequential mode's, so no encoder is compiled per batch size.
     GPUs want the whole batch at once.
     """
-    import keras
-
-    if keras.backend.backend() != "jax":
-        return False
-    import jax
-
-    return jax.default_backend() == "cpu"
+    return jax_on_cpu()
 
 
 def _short_batch(backbone, features: np.ndarray, batch_size: int):

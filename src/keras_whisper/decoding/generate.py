@@ -459,13 +459,18 @@ def _reorder_rows(cache, spare, new_rows):
     return cache, spare
 
 
-def _transposed_logits(rows: int) -> bool:
-    """Whether the loop multiplies by a transposed copy of the embedding (JAX on CPU, 1 row)."""
-    if rows != 1 or keras.backend.backend() != "jax":
+def jax_on_cpu() -> bool:
+    """Whether stages run on JAX's CPU backend (where the CPU-tuned layouts pay)."""
+    if keras.backend.backend() != "jax":
         return False
     import jax
 
     return jax.default_backend() == "cpu"
+
+
+def _transposed_logits(rows: int) -> bool:
+    """Whether the loop multiplies by a transposed copy of the embedding (JAX on CPU, 1 row)."""
+    return rows == 1 and jax_on_cpu()
 
 
 def _step_seed(seed, index):
