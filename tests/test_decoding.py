@@ -507,6 +507,31 @@ def test_decode_loop_matches_openai_on_small_model(small, options):
         assert result.language == "en" and result.language_probs is None
 
 
+@pytest.mark.parametrize("length", [1, 63, 64, 65, 130, 150])
+def test_beam_reorder_equals_a_gather_over_written_positions(length):
+    """Beam search's in-place reorder copies moved rows only, and of each only the
+    positions written so far, in blocks (150 positions: the last block overlaps)."""
+    rng = np.random.default_rng(length)
+    rows, positions = 5, 150
+    shape = (rows, 2, positions, 3)
+    cache = tuple(
+        (rng.normal(size=shape).astype("float32"), rng.normal(size=shape).astype("float32"))
+        for _ in range(2)
+    )
+    spare = keras.tree.map_structure(np.zeros_like, cache)
+    for new_rows in ([0, 1, 2, 3, 4], [0, 0, 0, 0, 0], [4, 3, 2, 1, 0], [1, 1, 4, 0, 2]):
+        new_rows = np.array(new_rows, dtype="int32")
+        reordered, _ = decoding_module._reorder_rows(
+            cache, spare, keras.ops.convert_to_tensor(new_rows), keras.ops.convert_to_tensor(length)
+        )
+        for ours, before in zip(keras.tree.flatten(reordered), keras.tree.flatten(cache)):
+            ours = keras.ops.convert_to_numpy(ours)
+            np.testing.assert_array_equal(ours[:, :, :length], before[new_rows][:, :, :length])
+            # A row that keeps its history is not touched at all.
+            kept = new_rows == np.arange(rows)
+            np.testing.assert_array_equal(ours[kept], before[kept])
+
+
 @pytest.mark.parametrize("rows", [1, 3])
 def test_decoding_follows_new_weights(small, rows):
     """Weights given new values (as training does) are what the next decode uses: the

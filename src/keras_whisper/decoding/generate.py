@@ -387,7 +387,7 @@ def _beam_loop(spec, next_logits, index, tokens, cache, sum_logprobs, sample_beg
 
         tokens = ops.take(tokens, new_rows, axis=0)
         tokens = ops.slice_update(tokens, (0, index), ops.reshape(new_ids, (rows, 1)))
-        cache, spare = _reorder_rows(cache, spare, new_rows)
+        cache, spare = _reorder_rows(cache, spare, new_rows, index)
         sum_logprobs = ops.reshape(new_scores, (rows,))
         return (
             index + 1,
@@ -419,40 +419,50 @@ def _beam_loop(spec, next_logits, index, tokens, cache, sum_logprobs, sample_beg
     return index, tokens, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count
 
 
-def _reorder_rows(cache, spare, new_rows):
-    """`take(cache, new_rows, axis=0)` for every tensor of `cache`, copying only moved rows.
+def _reorder_rows(cache, spare, new_rows, length):
+    """`take(cache, new_rows, axis=0)` for every tensor of `cache`, copying only what moves.
 
     After a beam-search step a row usually keeps its own history: on tiny.en's beam-5
     transcripts 1.9 rows of 5 move per step, and none in 43 % of the steps. A gather
     would rewrite the whole cache, and XLA then copies it back into the loop's buffer.
     Here the moved rows are first read into `spare` (so that a row moved away is still
-    read as it was), then written over their destinations, both in place.
+    read as it was), then written over their destinations, both in place. And only the
+    positions written so far are copied, in blocks of `CACHE_STEP`: a row's positions
+    from `length` on are masked out of attention until decoding writes them.
 
     Args:
-        cache: a tree of `(rows, ...)` tensors.
+        cache: a tree of `(rows, heads, positions, head_dim)` tensors.
         spare: a tree of the same shapes, whose contents do not matter (a loop carries it
             so that it is not allocated every step).
         new_rows: `(rows,)` int32, the row each row's history now comes from.
+        length: int32 scalar, the number of positions written so far.
 
     Returns:
         `(cache, spare)`, the cache reordered.
     """
     rows = ops.shape(new_rows)[0]
     moved = ops.not_equal(new_rows, ops.arange(rows, dtype="int32"))
+    positions = keras.tree.flatten(cache)[0].shape[2]
+    block = min(CACHE_STEP, positions)
+    blocks = (length + block - 1) // block
 
     def copy_row(target, source_tree, target_row, source_row):
-        def copy():
+        def copy_block(b, target):
+            # The last block may overlap the one before it (positions not a multiple).
+            start = ops.minimum(b * block, positions - block)
             return keras.tree.map_structure(
                 lambda t, s: ops.slice_update(
                     t,
-                    (target_row,) + (0,) * (len(t.shape) - 1),
-                    ops.slice(s, (source_row,) + (0,) * (len(s.shape) - 1), (1,) + t.shape[1:]),
+                    (target_row, 0, start, 0),
+                    ops.slice(s, (source_row, 0, start, 0), (1, t.shape[1], block, t.shape[3])),
                 ),
                 target,
                 source_tree,
             )
 
-        return ops.cond(moved[target_row], copy, lambda: target)
+        return ops.cond(
+            moved[target_row], lambda: ops.fori_loop(0, blocks, copy_block, target), lambda: target
+        )
 
     spare = ops.fori_loop(0, rows, lambda r, sp: copy_row(sp, cache, r, new_rows[r]), spare)
     cache = ops.fori_loop(0, rows, lambda r, c: copy_row(c, spare, r, r), cache)
