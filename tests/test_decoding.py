@@ -524,7 +524,8 @@ def test_beam_reorder_equals_a_gather_over_written_positions(length):
         reordered, _ = decoding_module._reorder_rows(
             cache, spare, keras.ops.convert_to_tensor(new_rows), keras.ops.convert_to_tensor(length)
         )
-        for ours, before in zip(keras.tree.flatten(reordered), keras.tree.flatten(cache)):
+        flat = zip(keras.tree.flatten(reordered), keras.tree.flatten(cache), strict=True)
+        for ours, before in flat:
             ours = keras.ops.convert_to_numpy(ours)
             np.testing.assert_array_equal(ours[:, :, :length], before[new_rows][:, :, :length])
             # A row that keeps its history is not touched at all.
