@@ -112,11 +112,13 @@ def test_encode_matches_functional_output():
     )
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["separate", "fused_qkv"])
-def test_cached_decoding_matches_full_forward_pass(fused):
+@pytest.mark.parametrize("layout", [None, "fused_qkv", "out_major"])
+def test_cached_decoding_matches_full_forward_pass(layout):
     backbone, sd = small_backbone()
-    # A decoding loop's one-product query/key/value projections give the same outputs.
-    fused = backbone.fused_self_attention_projections() if fused else None
+    # A decoding loop's prepared weights (one query/key/value product; every kernel
+    # transposed for the out-major products) give the same outputs.
+    out_major = layout == "out_major"
+    step_weights = backbone.step_weights(out_major) if layout else None
     inputs = small_inputs(tokens=10)
     tokens = inputs["decoder_token_ids"]
     audio = backbone.encode(inputs["encoder_features"])
@@ -124,22 +126,33 @@ def test_cached_decoding_matches_full_forward_pass(fused):
     cross = backbone.cross_attention_cache(audio)
     cache = backbone.empty_self_attention_cache(batch_size=2)
     # A 4-token prompt in one call, then one token per call.
-    hidden, cache = backbone.decode_with_cache(tokens[:, :4], cache, cross, 0, fused=fused)
+    hidden, cache = backbone.decode_with_cache(
+        tokens[:, :4], cache, cross, 0, step_weights, out_major
+    )
     steps = [keras.ops.convert_to_numpy(hidden)]
     for i in range(4, 10):
         hidden, cache = backbone.decode_with_cache(
-            tokens[:, i : i + 1], cache, cross, i, fused=fused
+            tokens[:, i : i + 1], cache, cross, i, step_weights, out_major
         )
         steps.append(keras.ops.convert_to_numpy(hidden))
     np.testing.assert_allclose(np.concatenate(steps, axis=1), reference, atol=3e-5, rtol=1e-4)
+    # The logits, out-major or not, are those of the tied embedding.
+    table = sd["decoder.token_embedding.weight"]
+    logits = backbone.logits(hidden[:, 0], out_major=out_major)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(logits), reference[:, -1] @ table.T, atol=1e-4, rtol=1e-4
+    )
 
 
-def test_quantized_projections_are_not_fused():
-    # An int8 kernel is not a plain matrix: concatenating it would drop its scales.
+def test_quantized_projections_are_not_prepared():
+    # An int8 kernel is not a plain matrix: concatenating or transposing it would drop
+    # its scales.
     backbone, _ = small_backbone()
-    assert backbone.fused_self_attention_projections() is not None
+    assert backbone.step_weights() is not None
+    assert backbone.step_weights(out_major=True) is not None
     backbone.quantize("int8")
-    assert backbone.fused_self_attention_projections() is None
+    assert backbone.step_weights() is None
+    assert backbone.step_weights(out_major=True) is None
 
 
 def test_outputs_are_after_final_layer_norm_and_shapes_are_ceil_half():

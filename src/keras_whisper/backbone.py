@@ -12,6 +12,7 @@ from keras_whisper.layers import (
     WhisperDecoderBlock,
     WhisperEncoderBlock,
     keep_input_dtype,
+    out_major_matmul,
     to_residual,
     whisper_kernel_initializer,
 )
@@ -444,7 +445,7 @@ class WhisperBackbone(Backbone):
         features = ops.cast(encoder_features, self.compute_dtype)
         return self._encode(features, training=training)
 
-    def logits(self, decoder_sequence_output, transposed_embeddings=None):
+    def logits(self, decoder_sequence_output, transposed_embeddings=None, out_major=False):
         """Next-token logits (float32) from decoder outputs, via the tied embedding.
 
         Args:
@@ -453,10 +454,15 @@ class WhisperBackbone(Backbone):
                 tensor, `transposed_token_embeddings()` computed once by a
                 decoding loop: on CPU a vector-matrix product reads a table
                 in this layout about twice as fast as the stored one.
+            out_major: bool. Multiply the stored table as `out_major_matmul`
+                does, the faster form for a few rows on CPUs (decoding loops).
 
         Returns:
             `(..., vocabulary_size)` float32 logits, `hidden @ embeddings.T`.
         """
+        if out_major:
+            table = ops.cast(self.token_embedding.embeddings, self.compute_dtype)
+            return ops.cast(out_major_matmul(decoder_sequence_output, table), "float32")
         if transposed_embeddings is None:
             return self.token_embedding(decoder_sequence_output, reverse=True)
         table = ops.cast(transposed_embeddings, self.compute_dtype)
@@ -506,26 +512,36 @@ class WhisperBackbone(Backbone):
             for _ in self.decoder_transformer_layers
         )
 
-    def fused_self_attention_projections(self):
-        """Each decoder layer's query, key and value projections fused into one.
+    def step_weights(self, out_major: bool = False):
+        """Each decoder layer's weights prepared for a decoding loop's steps.
 
-        A decoding loop computes this once and passes it to every
+        A decoding loop builds this once and passes it to every
         `decode_with_cache` call: each step then makes one self-attention
-        projection product per layer instead of three (see
-        `WhisperAttention.fused_projection`).
+        projection product per layer instead of three, and with `out_major`
+        multiplies every projection in the layout XLA runs fastest on CPUs for
+        2-16 rows (see `WhisperDecoderBlock.step_weights`).
+
+        Args:
+            out_major: bool. Also keep every decoder projection's kernel
+                transposed (a copy of the decoder's kernels).
 
         Returns:
-            A tuple with one `(kernel, bias)` pair per decoder layer, or `None`
-            when the projections are quantized (`Model.quantize`): their kernels
-            are then not plain matrices, and each step keeps its three products.
+            A tuple with one `StepWeights` per decoder layer, or `None` when the
+            projections are quantized (`Model.quantize`): their kernels are then
+            not plain matrices, and each step calls the layers.
         """
-        attention = [layer.self_attention for layer in self.decoder_transformer_layers]
-        dense = [d for a in attention for d in (a.query, a.key, a.value)]
-        if any(getattr(d, "quantization_mode", None) for d in dense):
-            return None
-        return tuple(a.fused_projection() for a in attention)
+        weights = tuple(layer.step_weights(out_major) for layer in self.decoder_transformer_layers)
+        return None if any(w is None for w in weights) else weights
 
-    def decode_with_cache(self, token_ids, self_cache, cross_cache, cache_index, fused=None):
+    def decode_with_cache(
+        self,
+        token_ids,
+        self_cache,
+        cross_cache,
+        cache_index,
+        step_weights=None,
+        out_major: bool = False,
+    ):
         """Decoder outputs for new tokens, reusing and extending the caches.
 
         The new tokens occupy positions `cache_index ... cache_index + n - 1`;
@@ -540,8 +556,10 @@ class WhisperBackbone(Backbone):
                 `batch / group` of them, each shared by `group` consecutive rows
                 of `token_ids` (beam search).
             cache_index: int scalar (Python or tensor), the first new position.
-            fused: optional `fused_self_attention_projections()`, computed once
-                by the caller (a decoding loop); the same outputs, fewer products.
+            step_weights: optional `step_weights(out_major)`, computed once by
+                the caller (a decoding loop); the same outputs, fewer or faster
+                products.
+            out_major: bool. Whether `step_weights` was built with `out_major`.
 
         Returns:
             `(decoder_sequence_output, self_cache)`: `(batch, n, hidden_dim)`
@@ -557,13 +575,13 @@ class WhisperBackbone(Backbone):
         new_mask = (new_positions[None, :] <= new_positions[:, None])[None, None, :, :]
         masks = (cache_mask, new_mask)
         layers = self.decoder_transformer_layers
-        fused = (None,) * len(layers) if fused is None else fused
+        step_weights = (None,) * len(layers) if step_weights is None else step_weights
         updated = []
-        for layer, layer_self, layer_cross, layer_fused in zip(
-            layers, self_cache, cross_cache, fused, strict=True
+        for layer, layer_self, layer_cross, layer_step in zip(
+            layers, self_cache, cross_cache, step_weights, strict=True
         ):
             x, layer_self = layer.call_with_cache(
-                x, layer_self, layer_cross, cache_index, masks, fused=layer_fused
+                x, layer_self, layer_cross, cache_index, masks, layer_step, out_major
             )
             updated.append(layer_self)
         return self.decoder_layer_norm(x), tuple(updated)
