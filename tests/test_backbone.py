@@ -123,7 +123,7 @@ def test_cached_decoding_matches_full_forward_pass(layout):
     tokens = inputs["decoder_token_ids"]
     audio = backbone.encode(inputs["encoder_features"])
     reference = decode(tokens, keras.ops.convert_to_numpy(audio), sd, 4)
-    cross = backbone.cross_attention_cache(audio)
+    cross = backbone.cross_attention_cache(audio, out_major=out_major)
     cache = backbone.empty_self_attention_cache(batch_size=2)
     # A 4-token prompt in one call, then one token per call.
     hidden, cache = backbone.decode_with_cache(

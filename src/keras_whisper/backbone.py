@@ -13,6 +13,7 @@ from keras_whisper.layers import (
     WhisperEncoderBlock,
     keep_input_dtype,
     out_major_matmul,
+    out_major_values,
     to_residual,
     whisper_kernel_initializer,
 )
@@ -476,22 +477,27 @@ class WhisperBackbone(Backbone):
     def head_dim(self) -> int:
         return self.hidden_dim // self.num_heads
 
-    def cross_attention_cache(self, encoder_output):
+    def cross_attention_cache(self, encoder_output, out_major: bool = False):
         """Keys and values of every decoder layer's cross-attention, computed once.
 
         Args:
             encoder_output: `(batch, encoder_length, hidden_dim)`.
+            out_major: bool. Values transposed (`layers.out_major_values`), as
+                `decode_with_cache(out_major=True)` reads them.
 
         Returns:
             A tuple with one `(keys, values)` pair per decoder layer, each
-            `(batch, num_heads, encoder_length, head_dim)`. `decode_with_cache`
-            accepts it for `batch * group` decoder rows (beams, samples): the
-            `group` consecutive rows of one audio share its entry.
+            `(batch, num_heads, encoder_length, head_dim)` (values `(batch,
+            num_heads, head_dim, encoder_length)` with `out_major`).
+            `decode_with_cache` accepts it for `batch * group` decoder rows
+            (beams, samples): the `group` consecutive rows of one audio share
+            its entry.
         """
-        return tuple(
+        cache = tuple(
             layer.cross_attention.project_key_value(encoder_output)
             for layer in self.decoder_transformer_layers
         )
+        return out_major_values(cache) if out_major else cache
 
     def empty_self_attention_cache(self, batch_size: int, max_length: int | None = None):
         """A zero self-attention cache for `batch_size` sequences.
@@ -559,7 +565,9 @@ class WhisperBackbone(Backbone):
             step_weights: optional `step_weights(out_major)`, computed once by
                 the caller (a decoding loop); the same outputs, fewer or faster
                 products.
-            out_major: bool. Whether `step_weights` was built with `out_major`.
+            out_major: bool. Whether `step_weights` was built with `out_major`;
+                `cross_cache` must then be `cross_attention_cache(...,
+                out_major=True)`.
 
         Returns:
             `(decoder_sequence_output, self_cache)`: `(batch, n, hidden_dim)`

@@ -256,6 +256,15 @@ def out_major_matmul(x, table):
     return ops.reshape(product, tuple(shape[:-1]) + (ops.shape(table)[0],))
 
 
+def out_major_values(cross_cache):
+    """A cross-attention cache with its values transposed for out-major steps.
+
+    `(keys, values)` pairs become `(keys, values^T)`, values `(batch, heads,
+    head_dim, length)`: the layout `WhisperAttention.attend(out_major=True)` reads.
+    """
+    return tuple((keys, ops.swapaxes(values, 2, 3)) for keys, values in cross_cache)
+
+
 def step_dense(layer, x, weights=None, out_major=False):
     """`layer(x)`, or the same product from a decoding loop's prepared `weights`.
 
@@ -455,14 +464,28 @@ class WhisperAttention(keras.layers.Layer):
                 `keys` and `values` (the beams of one audio in cross-attention).
             step: optional `(query, output)` pair of `step_dense` weights,
                 prepared by a decoding loop.
-            out_major: bool. Whether `step` is laid out for `out_major_matmul`.
+            out_major: bool. Whether `step` is laid out for `out_major_matmul`;
+                then `values` are transposed, `(batch // group, heads, head_dim,
+                key_length)` (`out_major_values`), and both attention products
+                are computed out-major too (cross-attention of a few rows on
+                CPUs: tiny.en and base 17-27 % faster).
         """
         query_weights, output_weights = (None, None) if step is None else step
         query = self._project_query(query_inputs, group, query_weights, out_major)
-        scores = self._scores(query, keys, attention_mask)
+        if out_major:
+            scores = ops.einsum("bhkd,bhqd->bhkq", keys, query)
+            scores = ops.cast(ops.swapaxes(layout_barrier(scores), 2, 3), "float32")
+            if attention_mask is not None:
+                scores = ops.where(attention_mask, scores, MASK_VALUE)
+        else:
+            scores = self._scores(query, keys, attention_mask)
         weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         weights = self.probability_dropout(weights, training=training)
-        context = ops.einsum("bhqk,bhkd->bhqd", weights, values)
+        if out_major:
+            context = ops.einsum("bhdk,bhqk->bhdq", values, weights)
+            context = ops.swapaxes(layout_barrier(context), 2, 3)
+        else:
+            context = ops.einsum("bhqk,bhkd->bhqd", weights, values)
         return self._output(context, group, output_weights, out_major)
 
     def attend_with_cache(

@@ -61,6 +61,7 @@ from keras import ops
 
 from keras_whisper.decoding import compilation_cache, filters
 from keras_whisper.decoding.options import DecodingOptions, DecodingResult
+from keras_whisper.layers import out_major_values
 
 # Prompt lengths are padded up to one of these (then to the decoder's context).
 PROMPT_BUCKETS = (8, 16, 32, 64, 128, 256)
@@ -269,6 +270,9 @@ def _loop_stage(
         derived = _derived_stage(model, layout=spec.layout)
     table, step_weights = derived
     out_major = spec.layout == "out_major"
+    if out_major:
+        # Once per window, the cross-attention values in the layout out-major steps read.
+        cross_cache = out_major_values(cross_cache)
 
     def next_logits(index, tokens, cache):
         last = ops.slice(tokens, (0, index - 1), (rows, 1))
