@@ -101,6 +101,47 @@ def test_blocked_encoder_attention_matches_numpy_reference(monkeypatch):
     np.testing.assert_allclose(out, encode(features, sd, num_heads=4), atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("width", [1, 32, 33, 63, 449, 1500, 51865])
+def test_row_reductions_match_numpy(width):
+    """Row max, sum, softmax, log-softmax and logsumexp (folded on JAX/CPU, odd widths
+    included) against NumPy in float64; -inf entries and a row of only -inf."""
+    from keras_whisper import layers
+
+    rng = np.random.default_rng(width)
+    x = (rng.standard_normal((4, width)) * 8).astype("float32")
+    x[1, rng.random(width) < 0.3] = -np.inf
+    x[1, width // 2] = 3.0  # at least one finite entry
+    x[3] = -np.inf
+    wide = x.astype("float64")
+    peak = wide.max(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shifted = np.exp(wide - np.where(np.isfinite(peak), peak, 0))
+        expected_lse = np.log(shifted.sum(-1)) + np.where(np.isfinite(peak), peak, 0)[:, 0]
+
+    def numpy_of(fn, rows):
+        return keras.ops.convert_to_numpy(fn(keras.ops.convert_to_tensor(x[rows])))
+
+    np.testing.assert_array_equal(numpy_of(layers.row_max, slice(None)), peak)
+    np.testing.assert_array_equal(numpy_of(layers.logsumexp, slice(3, 4)), [-np.inf])
+    finite = slice(0, 3)
+    np.testing.assert_allclose(
+        numpy_of(layers.row_sum, slice(0, 1)), wide[:1].sum(-1, keepdims=True), rtol=1e-5, atol=1e-3
+    )
+    np.testing.assert_allclose(numpy_of(layers.logsumexp, finite), expected_lse[finite], rtol=1e-6)
+    np.testing.assert_allclose(
+        numpy_of(layers.log_softmax, finite),
+        wide[finite] - expected_lse[finite, None],
+        rtol=1e-6,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        numpy_of(layers.softmax, finite),
+        np.exp(wide[finite] - expected_lse[finite, None]),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+
+
 def test_encode_matches_functional_output():
     backbone, _ = small_backbone()
     inputs = small_inputs()

@@ -41,8 +41,8 @@ from keras_whisper.audio import (
     pad_or_trim,
 )
 from keras_whisper.decoding import DecodingOptions, detect_language, encode, generate
-from keras_whisper.decoding.generate import jax_on_cpu
 from keras_whisper.errors import AudioError, OutOfMemoryError
+from keras_whisper.layers import jax_on_cpu
 from keras_whisper.transcription import (
     Segment,
     TranscriptionResult,

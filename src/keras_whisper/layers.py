@@ -46,13 +46,83 @@ FUSED_ATTENTION: bool | None = None
 QUERY_BLOCK = 300
 
 
-def use_blocked_attention(length: int) -> bool:
-    """Whether unmasked self-attention of `length` positions runs in query blocks."""
-    if keras.backend.backend() != "jax" or length < 2 * QUERY_BLOCK:
+def jax_on_cpu() -> bool:
+    """Whether layers run on JAX's CPU backend (where the CPU-tuned forms pay)."""
+    if keras.backend.backend() != "jax":
         return False
     import jax
 
     return jax.default_backend() == "cpu"
+
+
+# XLA's CPU compiler rewrites every reduction over more than 32 elements into a
+# reduce-window and a reduce (its tree-reduction pass, which bounds the rounding of
+# long float sums); those run at a fraction of the speed of element-wise code. On
+# JAX/CPU the row reductions below first fold the last axis in halves with
+# element-wise maxima or sums, which XLA fuses into one pass, down to at most
+# FOLD_WIDTH elements. Measured on a 2-core AVX-512 Xeon: one layer's attention
+# over the encoder's 1500 positions (6 heads, tiny.en) 29.5 -> 21.3 ms, 15.8 of
+# which are its two products. Sums folded this way are pairwise, as accurate.
+FOLD_WIDTH = 32
+
+
+def _reduce_rows(x, combine, reduce):
+    if not jax_on_cpu() or x.shape[-1] is None:
+        return reduce(x, axis=-1, keepdims=True)
+    # Halve the last axis with `combine` until it is at most FOLD_WIDTH wide; the odd
+    # column of each halving joins the result at the end (no copies).
+    odd = []
+    width = x.shape[-1]
+    while width > FOLD_WIDTH:
+        half = width // 2
+        if width % 2:
+            odd.append(x[..., 2 * half :])
+        x = combine(x[..., :half], x[..., half : 2 * half])
+        width = half
+    result = reduce(x, axis=-1, keepdims=True)
+    for column in odd:
+        result = combine(result, column)
+    return result
+
+
+def row_max(x):
+    """`max(x, axis=-1, keepdims=True)`, fast on XLA's CPU backend."""
+    return _reduce_rows(x, ops.maximum, ops.max)
+
+
+def row_sum(x):
+    """`sum(x, axis=-1, keepdims=True)`, fast on XLA's CPU backend."""
+    return _reduce_rows(x, ops.add, ops.sum)
+
+
+def softmax(x):
+    """Softmax over the last axis (`ops.softmax`), fast on XLA's CPU backend."""
+    if not jax_on_cpu():
+        return ops.softmax(x, axis=-1)
+    exp = ops.exp(x - ops.stop_gradient(row_max(x)))
+    return exp / row_sum(exp)
+
+
+def logsumexp(x):
+    """`logsumexp(x, axis=-1)` (`ops.logsumexp`), fast on XLA's CPU backend."""
+    if not jax_on_cpu():
+        return ops.logsumexp(x, axis=-1)
+    peak = ops.stop_gradient(row_max(x))
+    # A row of -inf (everything masked) keeps -inf, as ops.logsumexp does.
+    finite_peak = ops.where(ops.isfinite(peak), peak, ops.zeros_like(peak))
+    return (ops.log(row_sum(ops.exp(x - finite_peak))) + finite_peak)[..., 0]
+
+
+def log_softmax(x):
+    """Log-softmax over the last axis (`ops.log_softmax`), fast on XLA's CPU backend."""
+    if not jax_on_cpu():
+        return ops.log_softmax(x, axis=-1)
+    return x - logsumexp(x)[..., None]
+
+
+def use_blocked_attention(length: int) -> bool:
+    """Whether unmasked self-attention of `length` positions runs in query blocks."""
+    return length >= 2 * QUERY_BLOCK and jax_on_cpu()
 
 
 def use_fused_attention(compute_dtype: str) -> bool:
@@ -479,7 +549,7 @@ class WhisperAttention(keras.layers.Layer):
                 scores = ops.where(attention_mask, scores, MASK_VALUE)
         else:
             scores = self._scores(query, keys, attention_mask)
-        weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
+        weights = ops.cast(softmax(scores), self.compute_dtype)
         weights = self.probability_dropout(weights, training=training)
         if out_major:
             context = ops.einsum("bhdk,bhqk->bhdq", values, weights)
@@ -524,7 +594,7 @@ class WhisperAttention(keras.layers.Layer):
             [self._scores(query, cache_keys, cache_mask), self._scores(query, keys, new_mask)],
             axis=-1,
         )
-        weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
+        weights = ops.cast(softmax(scores), self.compute_dtype)
         cached = ops.shape(cache_keys)[2]
         context = ops.einsum("bhqk,bhkd->bhqd", weights[..., :cached], cache_values)
         context = context + ops.einsum("bhqk,bhkd->bhqd", weights[..., cached:], values)
@@ -546,7 +616,9 @@ class WhisperAttention(keras.layers.Layer):
 
         The heads go through a loop (`ops.fori_loop`) rather than being unrolled: one
         head's program is compiled, not `num_heads` copies (tiny.en's encoder compiles
-        in 2.4 s instead of 4.0, and runs as fast).
+        in 2.4 s instead of 4.0, and runs as fast). With the reductions of `row_max`
+        and the denominator taken from the product, tiny.en's encoder runs in 174
+        instead of 206 ms (2-core AVX-512 Xeon).
         """
         query = self._project_query(inputs)
         keys, values = self.project_key_value(inputs)
@@ -558,12 +630,20 @@ class WhisperAttention(keras.layers.Layer):
             head_query = ops.slice(query, start, size)[:, 0]
             keys_t = ops.transpose(ops.slice(keys, start, size)[:, 0], (0, 2, 1))
             head_values = ops.slice(values, start, size)[:, 0]
+            # A column of ones after the values: the product then also gives each
+            # row's softmax denominator, and the softmax is normalised on the
+            # (block, head_dim) context instead of the (block, length) weights.
+            head_values = ops.concatenate(
+                [head_values, ops.ones((ops.shape(head_values)[0], length, 1), values.dtype)],
+                axis=-1,
+            )
             blocks = []
             for first in range(0, length, QUERY_BLOCK):
                 block = head_query[:, first : first + QUERY_BLOCK]
                 scores = ops.cast(ops.matmul(block, keys_t), "float32")
-                weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
-                blocks.append(ops.matmul(weights, head_values))
+                exp = ops.cast(ops.exp(scores - row_max(scores)), self.compute_dtype)
+                unnormalised = ops.matmul(exp, head_values)
+                blocks.append(unnormalised[..., :depth] / unnormalised[..., depth:])
             return ops.slice_update(context, start, ops.concatenate(blocks, axis=1)[:, None])
 
         context = ops.fori_loop(0, self.num_heads, head, ops.zeros_like(query))

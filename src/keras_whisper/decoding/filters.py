@@ -26,6 +26,8 @@ from collections.abc import Iterable
 import numpy as np
 from keras import ops
 
+from keras_whisper import layers
+
 NEG_INF = float("-inf")
 
 # Stands for "no limit" when a rule's index bound is disabled (larger than any vocabulary).
@@ -201,9 +203,9 @@ def apply_timestamp_rules(
     logits = ops.where(mask, NEG_INF, logits)
 
     # Timestamps' total probability against the best text token, on the filtered logits.
-    logprobs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
-    timestamp_logprob = ops.logsumexp(ops.where(is_timestamp, logprobs, NEG_INF), axis=-1)
-    max_text_logprob = ops.max(ops.where(is_timestamp, NEG_INF, logprobs), axis=-1)
+    logprobs = layers.log_softmax(ops.cast(logits, "float32"))
+    timestamp_logprob = layers.logsumexp(ops.where(is_timestamp, logprobs, NEG_INF))
+    max_text_logprob = layers.row_max(ops.where(is_timestamp, NEG_INF, logprobs))[:, 0]
     prefer_timestamp = (timestamp_logprob > max_text_logprob)[:, None]
     return ops.where(ops.logical_and(prefer_timestamp, ids < timestamp_begin), NEG_INF, logits)
 

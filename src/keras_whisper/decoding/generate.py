@@ -59,9 +59,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_whisper import layers
 from keras_whisper.decoding import compilation_cache, filters
 from keras_whisper.decoding.options import DecodingOptions, DecodingResult
-from keras_whisper.layers import out_major_values
+from keras_whisper.layers import jax_on_cpu, out_major_values
 
 # Prompt lengths are padded up to one of these (then to the decoder's context).
 PROMPT_BUCKETS = (8, 16, 32, 64, 128, 256)
@@ -321,7 +322,7 @@ def _loop_stage(
         chosen = ops.cast(chosen, "int32")
         # log_softmax(logits)[chosen], without materialising the whole log-softmax.
         chosen_logit = ops.take_along_axis(logits, chosen[:, None], axis=1)[:, 0]
-        logprob = chosen_logit - ops.logsumexp(logits, axis=-1)
+        logprob = chosen_logit - layers.logsumexp(logits)
         sum_logprobs = sum_logprobs + ops.where(done, 0.0, logprob)
         chosen = ops.where(done, spec.eot, chosen)
         tokens = ops.slice_update(tokens, (0, index), chosen[:, None])
@@ -344,7 +345,7 @@ def _beam_loop(spec, next_logits, index, tokens, cache, sum_logprobs, sample_beg
 
     def body(index, tokens, cache, spare, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count):
         logits, cache = next_logits(index, tokens, cache)
-        logprobs = ops.log_softmax(logits, axis=-1)
+        logprobs = layers.log_softmax(logits)
         top_logprobs, top_ids = ops.top_k(logprobs, per_beam)
         scores = sum_logprobs[:, None] + top_logprobs
         # First step: the beams are copies; OpenAI's tuple-keyed merge keeps one set.
@@ -473,15 +474,6 @@ def _reorder_rows(cache, spare, new_rows, length):
     spare = ops.fori_loop(0, rows, lambda r, sp: copy_row(sp, cache, r, new_rows[r]), spare)
     cache = ops.fori_loop(0, rows, lambda r, c: copy_row(c, spare, r, r), cache)
     return cache, spare
-
-
-def jax_on_cpu() -> bool:
-    """Whether stages run on JAX's CPU backend (where the CPU-tuned layouts pay)."""
-    if keras.backend.backend() != "jax":
-        return False
-    import jax
-
-    return jax.default_backend() == "cpu"
 
 
 def _loop_layout(rows: int) -> str:
