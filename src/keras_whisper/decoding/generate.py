@@ -487,6 +487,8 @@ def _loop_layout(rows: int) -> str:
       stored `(out, in)` (`layers.out_major_matmul`), 1.2-2.4x faster per product at 2-16
       rows than XLA's own choice (base's beam-5 step: projections and logits).
 
+    On a 2-core AVX-512 Xeon the layouts are within a few percent of each other (beam 5:
+    out-major 6 % slower than plain on tiny.en, as fast on base; benchmarks/HISTORY-speed.md).
     Elsewhere (GPUs, PyTorch) `"plain"`: the layers' own products.
     """
     if not jax_on_cpu():
