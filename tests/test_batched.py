@@ -358,7 +358,11 @@ def test_memory_is_bounded_by_the_batch_not_the_file(tiny, detector, tmp_path, m
     short_inputs, long_inputs = _mixed_inputs(tmp_path, 1.0), _mixed_inputs(tmp_path, 20.0)
     peak(short_inputs)  # compiles the VAD's calls outside the measurements
     short_peak, _ = peak(short_inputs)
-    long_peak, outputs = peak(long_inputs)
+    # The better of two runs: transient garbage (freed by the cyclic collector at times
+    # that vary from run to run) added 0-8 MB to single measurements; a file read whole
+    # would add 77 MB to both.
+    (long_peak, outputs), (second_peak, _) = peak(long_inputs), peak(long_inputs)
+    long_peak = min(long_peak, second_peak)
     whole = 4 * 16000 * 20 * 60
     print(f"peak: {short_peak / 1e6:.1f} MB (1 min), {long_peak / 1e6:.1f} MB (20 min)")
     assert long_peak - short_peak < whole / 10, (short_peak, long_peak)
