@@ -103,8 +103,8 @@ def test_blocked_encoder_attention_matches_numpy_reference(monkeypatch):
 
 @pytest.mark.parametrize("width", [1, 32, 33, 63, 449, 1500, 51865])
 def test_row_reductions_match_numpy(width):
-    """Row max, sum, softmax, log-softmax and logsumexp (folded on JAX/CPU, odd widths
-    included) against NumPy in float64; -inf entries and a row of only -inf."""
+    """Row max, argmax, sum, softmax, log-softmax and logsumexp (folded on JAX/CPU, odd
+    widths included) against NumPy in float64; -inf entries, a tie, a row of only -inf."""
     from keras_whisper import layers
 
     rng = np.random.default_rng(width)
@@ -112,6 +112,7 @@ def test_row_reductions_match_numpy(width):
     x[1, rng.random(width) < 0.3] = -np.inf
     x[1, width // 2] = 3.0  # at least one finite entry
     x[3] = -np.inf
+    x[2, width // 3] = x[2, (2 * width) // 3] = 100.0  # a tie: the first index wins
     wide = x.astype("float64")
     peak = wide.max(-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -122,6 +123,7 @@ def test_row_reductions_match_numpy(width):
         return keras.ops.convert_to_numpy(fn(keras.ops.convert_to_tensor(x[rows])))
 
     np.testing.assert_array_equal(numpy_of(layers.row_max, slice(None)), peak)
+    np.testing.assert_array_equal(numpy_of(layers.row_argmax, slice(None)), x.argmax(-1))
     np.testing.assert_array_equal(numpy_of(layers.logsumexp, slice(3, 4)), [-np.inf])
     finite = slice(0, 3)
     np.testing.assert_allclose(

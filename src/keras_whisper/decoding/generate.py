@@ -314,7 +314,7 @@ def _loop_stage(
     def body(index, tokens, cache, sum_logprobs, done):
         logits, cache = next_logits(index, tokens, cache)
         if spec.mode == "greedy":
-            chosen = ops.argmax(logits, axis=-1)
+            chosen = layers.row_argmax(logits)
         else:
             chosen = keras.random.categorical(
                 logits / temperature, 1, dtype="int32", seed=_step_seed(seed, index)
