@@ -62,7 +62,6 @@ from keras import ops
 from keras_whisper import layers
 from keras_whisper.decoding import compilation_cache, filters
 from keras_whisper.decoding.options import DecodingOptions, DecodingResult
-from keras_whisper.layers import jax_on_cpu, out_major_values
 
 # Prompt lengths are padded up to one of these (then to the decoder's context).
 PROMPT_BUCKETS = (8, 16, 32, 64, 128, 256)
@@ -273,7 +272,7 @@ def _loop_stage(
     out_major = spec.layout == "out_major"
     if out_major:
         # Once per window, the cross-attention values in the layout out-major steps read.
-        cross_cache = out_major_values(cross_cache)
+        cross_cache = layers.out_major_values(cross_cache)
 
     def next_logits(index, tokens, cache):
         last = ops.slice(tokens, (0, index - 1), (rows, 1))
@@ -491,7 +490,7 @@ def _loop_layout(rows: int) -> str:
     out-major 6 % slower than plain on tiny.en, as fast on base; benchmarks/HISTORY-speed.md).
     Elsewhere (GPUs, PyTorch) `"plain"`: the layers' own products.
     """
-    if not jax_on_cpu():
+    if not layers.jax_on_cpu():
         return "plain"
     return "vector" if rows == 1 else "out_major"
 
