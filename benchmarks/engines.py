@@ -69,7 +69,7 @@ DECODE_CONFIGS = {
     "batched16": DecodeConfig("batched16", None, 1, batch_size=16),
 }
 # The engines with a batched mode (the others skip the `batch_size` setups).
-BATCHED_ENGINES = ("kw-jax", "kw-torch", "fw-fp32", "fw-int8")
+BATCHED_ENGINES = ("kw-jax", "kw-jax-bf16", "kw-torch", "fw-fp32", "fw-int8")
 
 
 def model_features(num_mels: int) -> np.ndarray:
@@ -198,11 +198,16 @@ class KerasWhisperEngine(Engine):
 
     e2e = True
 
-    def __init__(self, model: ModelSpec, backend: str, disk_cache: bool = True):
+    def __init__(
+        self, model: ModelSpec, backend: str, disk_cache: bool = True, dtype: str | None = None
+    ):
         super().__init__(model)
         self.keras_backend = backend
         self.disk_cache = disk_cache
+        self.dtype = dtype
         self.label = f"keras-whisper ({'JAX' if backend == 'jax' else 'PyTorch'})"
+        if dtype:
+            self.label = self.label[:-1] + f", {dtype})"
         if not disk_cache:
             self.label += ", compiling (no compilation cache)"
         self.packages = ("keras", "jax", "jaxlib") if backend == "jax" else ("keras", "torch")
@@ -220,7 +225,9 @@ class KerasWhisperEngine(Engine):
     def load(self) -> None:
         import keras_whisper
 
-        self.task = keras_whisper.WhisperSpeechToText.from_preset(self.model.preset)
+        self.task = keras_whisper.WhisperSpeechToText.from_preset(
+            self.model.preset, dtype=self.dtype
+        )
 
     def transcribe(self, audio: np.ndarray, config: DecodeConfig) -> str:
         if config.batch_size:
@@ -251,7 +258,7 @@ class KerasWhisperEngine(Engine):
 
         from keras_whisper import WhisperBackbone
 
-        backbone = WhisperBackbone.from_preset(self.model.preset)
+        backbone = WhisperBackbone.from_preset(self.model.preset, dtype=self.dtype)
         self.backbone = backbone
 
         def step(token, cache, cross, index):
@@ -632,6 +639,8 @@ ENGINES: dict[str, Callable[[ModelSpec], Engine]] = {
     "kw-jax": lambda model: KerasWhisperEngine(model, "jax"),
     "kw-torch": lambda model: KerasWhisperEngine(model, "torch"),
     "kw-jax-compile": lambda model: KerasWhisperEngine(model, "jax", disk_cache=False),
+    # Half precision: on CPUs with bfloat16 matrix units (AMX) the products run there.
+    "kw-jax-bf16": lambda model: KerasWhisperEngine(model, "jax", dtype="bfloat16"),
     "fw-fp32": lambda model: FasterWhisperEngine(model, "float32"),
     "fw-int8": lambda model: FasterWhisperEngine(model, "int8"),
     "oai": OpenAIWhisperEngine,
@@ -640,8 +649,8 @@ ENGINES: dict[str, Callable[[ModelSpec], Engine]] = {
 }
 
 # Which engines each section runs, in interleaving order.
-E2E_ENGINES = ("kw-jax", "fw-fp32", "fw-int8", "oai")
-MODEL_ENGINES = ("kw-jax", "kw-torch", "fw-fp32", "fw-int8", "oai", "hf", "kerashub")
+E2E_ENGINES = ("kw-jax", "kw-jax-bf16", "fw-fp32", "fw-int8", "oai")
+MODEL_ENGINES = ("kw-jax", "kw-jax-bf16", "kw-torch", "fw-fp32", "fw-int8", "oai", "hf", "kerashub")
 # keras-whisper twice: compiling every stage (a machine's first process) and loading the
 # stages compiled by an earlier process (`keras_whisper.decoding.compilation_cache`).
-COLDSTART_ENGINES = ("kw-jax-compile",) + E2E_ENGINES
+COLDSTART_ENGINES = ("kw-jax-compile", "kw-jax", "fw-fp32", "fw-int8", "oai")

@@ -144,6 +144,63 @@ def test_row_reductions_match_numpy(width):
     )
 
 
+@pytest.mark.parametrize(
+    "a_shape, b_shape, transpose_b",
+    [((1, 384), (384, 1000), False), ((1, 1, 96), (500, 96), True), ((2, 7, 96), (96, 300), False)],
+)
+def test_bfloat16_products_accumulate_in_float32(a_shape, b_shape, transpose_b):
+    """`layers.matmul` of bfloat16 operands: on JAX/CPU summed in float32 (the matrix-unit
+    path, single rows included), so only the inputs' rounding separates it from float64."""
+    import ml_dtypes
+
+    from keras_whisper import layers
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(a_shape).astype(ml_dtypes.bfloat16)
+    b = rng.standard_normal(b_shape).astype(ml_dtypes.bfloat16)
+    a_wide, b_wide = a.astype("float64"), b.astype("float64")
+    expected = a_wide @ (b_wide.T if transpose_b else b_wide)
+    product = layers.matmul(
+        keras.ops.convert_to_tensor(a), keras.ops.convert_to_tensor(b), "float32", transpose_b
+    )
+    ours = keras.ops.convert_to_numpy(product)
+    assert ours.shape == expected.shape and ours.dtype == np.float32
+    if layers.float32_accumulation("bfloat16"):
+        # float32 sums of exact bfloat16 products: ~1e-6 relative to the terms' scale.
+        np.testing.assert_allclose(ours, expected, atol=1e-4 * np.sqrt(a_shape[-1]), rtol=0)
+    else:  # the backend's own bfloat16 product, rounded to bfloat16
+        np.testing.assert_allclose(ours, expected, atol=0.05 * np.sqrt(a_shape[-1]), rtol=0.01)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX-on-CPU paths")
+def test_bfloat16_backbone_on_cpu_paths_matches_numpy_reference(monkeypatch):
+    """bfloat16 through the CPU paths (blocked encoder attention, products summed in
+    float32, one-row cached decoding) against the float64 NumPy reference."""
+    from keras_whisper import layers
+
+    monkeypatch.setattr(layers, "QUERY_BLOCK", 4)
+    backbone, sd = small_backbone(dtype="bfloat16")
+    inputs = small_inputs(batch=1)
+    enc = backbone.encode(inputs["encoder_features"])
+    ref_enc = encode(inputs["encoder_features"], sd, num_heads=4)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(keras.ops.cast(enc, "float32")), ref_enc, atol=0.15, rtol=0.02
+    )
+    # One token at a time through the cache, as a decoding loop of one row does.
+    tokens = inputs["decoder_token_ids"]
+    cross = backbone.cross_attention_cache(enc)
+    cache = backbone.empty_self_attention_cache(1)
+    steps = []
+    for i in range(tokens.shape[1]):
+        hidden, cache = backbone.decode_with_cache(tokens[:, i : i + 1], cache, cross, i)
+        steps.append(keras.ops.convert_to_numpy(backbone.logits(hidden[:, 0])))
+    ref = logits(decode(tokens, ref_enc, sd, num_heads=4), sd)
+    ours = np.stack(steps, axis=1)
+    assert ours.dtype == np.float32
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(ours, ref, atol=0.05 * scale, rtol=0)
+
+
 def test_encode_matches_functional_output():
     backbone, _ = small_backbone()
     inputs = small_inputs()
