@@ -92,3 +92,20 @@ def test_an_unwritable_cache_only_costs_the_saving(tmp_path, monkeypatch):
     generate_module._COMPILED.pop(backbone, None)
     assert encode(backbone, features).shape == (1, 20, 32)
     assert blocker.read_text() == "the user's file"
+
+
+def test_arguments_the_program_does_not_use_are_part_of_the_key(cache):
+    """`jax.jit` prunes unused arguments from the program's text, but its executable still
+    checks their types: a stage whose unused argument (a model's weights) changed dtype
+    must compile anew, not load the other executable (it raised a TypeError when called)."""
+    import jax.numpy as jnp
+
+    def stage(unused, x):
+        return x * 2
+
+    x = np.arange(4, dtype="float32")
+    first = compilation_cache.CachedJit(stage, "probe")
+    np.testing.assert_array_equal(first(jnp.zeros((3,), "float32"), x), x * 2)
+    second = compilation_cache.CachedJit(stage, "probe")  # a new process
+    np.testing.assert_array_equal(second(jnp.zeros((3,), "bfloat16"), x), x * 2)
+    assert len(list(cache.iterdir())) == 2

@@ -115,13 +115,17 @@ class CachedJit:
             executable = self._executables[signature] = self._load_or_compile(args)
         return executable(*args)
 
-    def _key(self, lowered) -> str:
+    def _key(self, lowered, args: tuple) -> str:
         import jax
         import jaxlib
 
         digest = hashlib.sha256()
         for part in (
             lowered.as_text(),
+            # The program's text leaves out the arguments it does not use (`jax.jit`
+            # prunes them), but the executable still checks their types when called:
+            # two models that differ only there share a program, not an executable.
+            repr(_signature(args)),
             jax.__version__,
             jaxlib.__version__,
             repr(sorted(self._options.items())),
@@ -135,7 +139,7 @@ class CachedJit:
         from jax.experimental import serialize_executable
 
         lowered = self._jitted.lower(*args)
-        path = directory() / f"{self._name}-{self._key(lowered)}.xla"
+        path = directory() / f"{self._name}-{self._key(lowered, args)}.xla"
         try:
             payload = path.read_bytes()
         except OSError:
