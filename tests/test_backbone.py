@@ -190,6 +190,9 @@ def test_bfloat16_backbone_on_cpu_paths_matches_numpy_reference(monkeypatch):
     tokens = inputs["decoder_token_ids"]
     cross = backbone.cross_attention_cache(enc)
     cache = backbone.empty_self_attention_cache(1)
+    # The caches are float32 there: XLA would convert a bfloat16 cache every step.
+    assert backbone.cache_dtype == "float32"
+    assert {str(x.dtype) for pair in cross + cache for x in pair} == {"float32"}
     steps = []
     for i in range(tokens.shape[1]):
         hidden, cache = backbone.decode_with_cache(tokens[:, i : i + 1], cache, cross, i)
