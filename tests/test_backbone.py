@@ -172,6 +172,32 @@ def test_bfloat16_products_accumulate_in_float32(a_shape, b_shape, transpose_b):
         np.testing.assert_allclose(ours, expected, atol=0.05 * np.sqrt(a_shape[-1]), rtol=0.01)
 
 
+def test_dense_project_returns_the_float32_sum_unrounded():
+    """`Dense.project(x, "float32")` of a bfloat16 layer (the cross-attention keys and
+    values of bfloat16 decoding on CPUs): the float32 sum, not its bfloat16 rounding."""
+    import ml_dtypes
+
+    from keras_whisper import layers
+
+    layer = layers.Dense(64, dtype="bfloat16")
+    layer.build((None, 96))
+    rng = np.random.default_rng(3)
+    layer.kernel.assign(rng.standard_normal((96, 64)).astype(ml_dtypes.bfloat16))
+    layer.bias.assign(rng.standard_normal(64).astype(ml_dtypes.bfloat16))
+    x = rng.standard_normal((5, 96)).astype(ml_dtypes.bfloat16)
+    kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float64")
+    bias = keras.ops.convert_to_numpy(layer.bias).astype("float64")
+    expected = x.astype("float64") @ kernel + bias
+    projected = keras.ops.convert_to_numpy(layer.project(x, "float32"))
+    assert projected.dtype == np.float32
+    rounded = keras.ops.convert_to_numpy(keras.ops.cast(layer(x), "float32"))
+    if layers.float32_accumulation("bfloat16"):
+        np.testing.assert_allclose(projected, expected, atol=1e-3, rtol=0)
+        assert np.abs(rounded - expected).max() > 1e-2  # what bfloat16 rounding costs
+    else:
+        np.testing.assert_allclose(projected, rounded)
+
+
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX-on-CPU paths")
 def test_bfloat16_backbone_on_cpu_paths_matches_numpy_reference(monkeypatch):
     """bfloat16 through the CPU paths (blocked encoder attention, products summed in

@@ -494,11 +494,8 @@ class WhisperBackbone(Backbone):
             (beams, samples): the `group` consecutive rows of one audio share
             its entry.
         """
-        dtype = self.cache_dtype
         cache = tuple(
-            tuple(
-                ops.cast(x, dtype) for x in layer.cross_attention.project_key_value(encoder_output)
-            )
+            layer.cross_attention.project_key_value(encoder_output, self.cache_dtype)
             for layer in self.decoder_transformer_layers
         )
         return out_major_values(cache) if out_major else cache

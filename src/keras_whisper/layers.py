@@ -131,11 +131,22 @@ class Dense(keras.layers.Dense):
     def call(self, inputs, training=None):
         if not float32_accumulation(self.compute_dtype):
             return super().call(inputs, training=training)
-        x = matmul(ops.cast(inputs, self.compute_dtype), self.kernel, "float32")
+        return ops.cast(self._accumulated(inputs), self.compute_dtype)
+
+    def _accumulated(self, inputs):
+        kernel = ops.cast(self.kernel, self.compute_dtype)
+        x = matmul(ops.cast(inputs, self.compute_dtype), kernel, "float32")
         if self.bias is not None:
             x = x + ops.cast(self.bias, "float32")
-        x = ops.cast(x, self.compute_dtype)
         return x if self.activation is None else self.activation(x)
+
+    def project(self, inputs, dtype):
+        """`self(inputs)` in `dtype`, not rounded to the compute dtype on the way where
+        products are summed in float32 (`float32_accumulation`) and `dtype` is float32:
+        the cross-attention keys and values that bfloat16 decoding keeps in float32."""
+        if self.quantization_mode is not None or not float32_accumulation(self.compute_dtype):
+            return ops.cast(self(inputs), dtype)
+        return ops.cast(self._accumulated(inputs), dtype)
 
     def quantize(self, mode=None, type_check=True, **kwargs):
         # Keras quantizes only `Dense` itself unless told that a subclass is the same
@@ -530,12 +541,17 @@ class WhisperAttention(keras.layers.Layer):
         self.attention_output.build(query_shape)
         self.built = True
 
-    def project_key_value(self, inputs):
-        """Keys and values of `inputs`, each `(batch, heads, length, head_dim)`."""
-        return (
-            _split_heads(self.key(inputs), self.num_heads),
-            _split_heads(self.value(inputs), self.num_heads),
-        )
+    def project_key_value(self, inputs, dtype=None):
+        """Keys and values of `inputs`, each `(batch, heads, length, head_dim)`.
+
+        `dtype`: the dtype to return them in (`Dense.project`); `None` for the
+        compute dtype.
+        """
+        if dtype is None:
+            keys, values = self.key(inputs), self.value(inputs)
+        else:
+            keys, values = self.key.project(inputs, dtype), self.value.project(inputs, dtype)
+        return _split_heads(keys, self.num_heads), _split_heads(values, self.num_heads)
 
     def fused_projection(self, out_major=False):
         """The query, key and value projections as one `(kernel, bias)` pair.
