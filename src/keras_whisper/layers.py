@@ -70,16 +70,6 @@ def float32_accumulation(dtype) -> bool:
     return keras.backend.standardize_dtype(dtype) == "bfloat16" and jax_on_cpu()
 
 
-def _accumulated(product, operand, dtype):
-    """`product(preferred_element_type)`'s result in `dtype` (default: `operand`'s)."""
-    dtype = keras.backend.standardize_dtype(dtype or operand.dtype)
-    if float32_accumulation(operand.dtype):
-        import jax.numpy as jnp
-
-        return product(preferred_element_type=jnp.float32).astype(dtype)
-    return ops.cast(product(), dtype)
-
-
 def matmul(a, b, dtype=None, transpose_b: bool = False):
     """`a @ b` (`a @ b.T` with `transpose_b`) in `dtype` (default: `a`'s).
 
@@ -88,35 +78,44 @@ def matmul(a, b, dtype=None, transpose_b: bool = False):
     vector-matrix product is 15x slower than its two-row product (tiny.en's logits:
     22.8 against 1.6 ms on a 2-core AMX Xeon).
     """
+    dtype = keras.backend.standardize_dtype(dtype or a.dtype)
     if not float32_accumulation(a.dtype):
-        return _accumulated(lambda: ops.matmul(a, ops.transpose(b) if transpose_b else b), a, dtype)
+        return ops.cast(ops.matmul(a, ops.transpose(b) if transpose_b else b), dtype)
     import jax
     import jax.numpy as jnp
 
     a, b = ops.convert_to_tensor(a), ops.convert_to_tensor(b)
     if len(b.shape) != 2:
         operand = jnp.swapaxes(b, -1, -2) if transpose_b else b
-        return _accumulated(lambda **k: jnp.matmul(a, operand, **k), a, dtype)
+        return jnp.matmul(a, operand, preferred_element_type=jnp.float32).astype(dtype)
     shape = a.shape
     rows = jnp.reshape(a, (-1, shape[-1]))
     single = rows.shape[0] == 1
     if single:
         rows = jnp.concatenate([rows, rows], axis=0)
     dimensions = (((1,), (1 if transpose_b else 0,)), ((), ()))
-    product = _accumulated(lambda **k: jax.lax.dot_general(rows, b, dimensions, **k), a, dtype)
+    product = jax.lax.dot_general(rows, b, dimensions, preferred_element_type=jnp.float32)
     if single:
         product = product[:1]
-    return jnp.reshape(product, tuple(shape[:-1]) + (product.shape[-1],))
+    return jnp.reshape(product, tuple(shape[:-1]) + (product.shape[-1],)).astype(dtype)
 
 
 def einsum(equation: str, a, b, dtype=None):
     """`ops.einsum(equation, a, b)` in `dtype` (default: `a`'s); see `matmul`."""
+    dtype = keras.backend.standardize_dtype(dtype or a.dtype)
     if not float32_accumulation(a.dtype):
-        return _accumulated(lambda: ops.einsum(equation, a, b), a, dtype)
+        return ops.cast(ops.einsum(equation, a, b), dtype)
     import jax.numpy as jnp
 
     a, b = ops.convert_to_tensor(a), ops.convert_to_tensor(b)
-    return _accumulated(lambda **k: jnp.einsum(equation, a, b, **k), a, dtype)
+    return jnp.einsum(equation, a, b, preferred_element_type=jnp.float32).astype(dtype)
+
+
+def _float32_dense(x, kernel, bias, compute_dtype):
+    """`x @ kernel + bias` summed and returned in float32, operands in `compute_dtype`
+    (the `float32_accumulation` form of a dense layer's product)."""
+    y = matmul(ops.cast(x, compute_dtype), ops.cast(kernel, compute_dtype), "float32")
+    return y if bias is None else y + ops.cast(bias, "float32")
 
 
 @keras.saving.register_keras_serializable(package="keras_whisper")
@@ -131,13 +130,10 @@ class Dense(keras.layers.Dense):
     def call(self, inputs, training=None):
         if not float32_accumulation(self.compute_dtype):
             return super().call(inputs, training=training)
-        return ops.cast(self._accumulated(inputs), self.compute_dtype)
+        return ops.cast(self._float32_call(inputs), self.compute_dtype)
 
-    def _accumulated(self, inputs):
-        kernel = ops.cast(self.kernel, self.compute_dtype)
-        x = matmul(ops.cast(inputs, self.compute_dtype), kernel, "float32")
-        if self.bias is not None:
-            x = x + ops.cast(self.bias, "float32")
+    def _float32_call(self, inputs):
+        x = _float32_dense(inputs, self.kernel, self.bias, self.compute_dtype)
         return x if self.activation is None else self.activation(x)
 
     def project(self, inputs, dtype):
@@ -146,7 +142,7 @@ class Dense(keras.layers.Dense):
         the cross-attention keys and values that bfloat16 decoding keeps in float32."""
         if self.quantization_mode is not None or not float32_accumulation(self.compute_dtype):
             return ops.cast(self(inputs), dtype)
-        return ops.cast(self._accumulated(inputs), dtype)
+        return ops.cast(self._float32_call(inputs), dtype)
 
     def quantize(self, mode=None, type_check=True, **kwargs):
         # Keras quantizes only `Dense` itself unless told that a subclass is the same
@@ -367,7 +363,6 @@ class TokenEmbedding(keras.layers.Embedding):
     def call(self, inputs, reverse=False):
         if reverse:
             table = ops.cast(self.embeddings, self.compute_dtype)
-            # Contract with the table as stored: no transposed copy of it.
             inputs = ops.cast(inputs, self.compute_dtype)
             if float32_accumulation(self.compute_dtype):
                 return matmul(inputs, table, "float32", transpose_b=True)
@@ -469,14 +464,12 @@ def step_dense(layer, x, weights=None, out_major=False):
     if weights is None:
         return layer(x)
     kernel, bias = weights
+    if not out_major and float32_accumulation(layer.compute_dtype):
+        return ops.cast(_float32_dense(x, kernel, bias, layer.compute_dtype), layer.compute_dtype)
     x = ops.cast(x, layer.compute_dtype)
     kernel = ops.cast(kernel, layer.compute_dtype)
-    if out_major or not float32_accumulation(layer.compute_dtype):
-        y = out_major_matmul(x, kernel) if out_major else ops.matmul(x, kernel)
-        return y if bias is None else y + ops.cast(bias, y.dtype)
-    y = matmul(x, kernel, "float32")
-    y = y if bias is None else y + ops.cast(bias, "float32")
-    return ops.cast(y, layer.compute_dtype)
+    y = out_major_matmul(x, kernel) if out_major else ops.matmul(x, kernel)
+    return y if bias is None else y + ops.cast(bias, y.dtype)
 
 
 class StepWeights(NamedTuple):
