@@ -118,12 +118,12 @@ def test_vad_filter_in_the_sequential_mode(tiny):
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="compilation is JAX's")
 def test_one_compilation_per_batch_size(tiny):
     decoding = importlib.import_module("keras_whisper.decoding.generate")
-    # A full batch and a short one (whose windows are encoded one at a time). Their rows
-    # end at different steps, so the loop also drops to one row (3 -> 1).
+    # Four windows on a pool of 3 rows: one waits for a row, and as rows finish at
+    # different steps the pool halves (3 -> 1).
     names = ["en_jfk.wav", "en_goforward.wav", "en_cards_003.wav", "en_librivox_0880.wav"]
     list(tiny.transcribe_many([audio_file(n) for n in names], batch_size=3))
     before = dict(decoding.TRACE_COUNTS)
-    assert before.get("compact")
+    assert before.get("pool") and before.get("pool_insert") and before.get("pool_shrink")
     others = ["en_cards_002.wav", "en_cards_001.wav", "en_sonnet001_long.wav", "en_jfk.wav"]
     list(tiny.transcribe_many([audio_file(n) for n in others], batch_size=3))
     list(tiny.transcribe_many([audio_file("en_cards_002.wav")] * 4, batch_size=3))
@@ -131,60 +131,111 @@ def test_one_compilation_per_batch_size(tiny):
     assert after == before
 
 
+def _windows(names):
+    """The 30-s windows of the start of some recordings (log-mel features)."""
+    from keras_whisper.audio import load_audio
+
+    return np.stack(
+        [batched.window_features(load_audio(audio_file(n))[:480000], 80) for n in names]
+    )
+
+
 @pytest.mark.slow
-def test_finished_rows_stop_costing_work(tiny, monkeypatch):
-    """Rows that reached <|endoftext|> are dropped from the greedy loop (4 -> 2 -> 1 rows
-    here), and every transcript and log-probability is the one of the full-width loop."""
-    decoding = importlib.import_module("keras_whisper.decoding.generate")
-    rows = []
-    run = decoding._run
+@pytest.mark.parametrize("without_timestamps", [True, False])
+def test_the_pool_decodes_as_generate_with_fewer_steps(tiny, without_timestamps):
+    """Six windows through a pool of 3 rows, refilled as rows finish: each window's
+    tokens, log-probability and no-speech probability are those of `generate` on a
+    batch of 3, and the pool makes fewer steps than the batches (whose rows wait for
+    the longest)."""
+    from keras_whisper.decoding import DecodingOptions, generate
+    from keras_whisper.decoding.pool import DecodingPool
 
-    def counting_run(backbone, key, fn, *args):
-        if key[0] == "loop":
-            rows.append(int(args[2].shape[0]))
-        return run(backbone, key, fn, *args)
-
-    monkeypatch.setattr(decoding, "_run", counting_run)
     names = ["en_jfk.wav", "en_goforward.wav", "en_cards_003.wav", "en_librivox_0880.wav"]
-    inputs = [audio_file(n) for n in names]
+    names += ["en_cards_001.wav", "en_sonnet001_long.wav"]
+    features = _windows(names)
+    options = DecodingOptions(language="en", without_timestamps=without_timestamps)
+    expected = []
+    for first in range(0, len(names), 3):
+        expected += generate(tiny.backbone, tiny.tokenizer, features[first : first + 3], options)
+    pool = DecodingPool(tiny.backbone, tiny.tokenizer, options, rows=3)
+    waiting, results, sizes = list(range(len(names))), {}, []
+    while waiting or pool.decoding:
+        new = waiting[: pool.free_rows()]
+        del waiting[: len(new)]
+        if new:
+            pool.add(features[new], ["en"] * len(new), new)
+        sizes.append(pool.size)
+        results.update(pool.run(pending=len(waiting)))
+    assert sorted(results) == list(range(len(names)))
+    for i, want in enumerate(expected):
+        got = results[i]
+        assert got.tokens == want.tokens and got.text == want.text and want.tokens
+        assert got.sum_logprob == pytest.approx(want.sum_logprob, abs=1e-3)
+        assert got.no_speech_prob == pytest.approx(want.no_speech_prob, abs=1e-4)
+    # generate's batches run until their longest row is done; the pool's rows do not wait.
+    begin = 3 if without_timestamps else 2  # <|startoftranscript|> <|notimestamps|>
+    batch_steps = sum(
+        max(len(r.tokens) + 1 for r in expected[first : first + 3]) + begin - 1
+        for first in range(0, len(names), 3)
+    )
+    assert pool._step < batch_steps
+    assert sizes[0] == 3 and min(sizes) < 3
 
-    def transcripts():
-        rows.clear()
-        return [
-            [(s.text, s.avg_logprob) for s in r.segments]
-            for _, r in tiny.transcribe_many(inputs, batch_size=4, without_timestamps=True)
-        ]
 
-    compacted, compacted_rows = transcripts(), list(rows)
-    monkeypatch.setattr(decoding, "COMPACT_FINISHED_ROWS", False)
-    full, full_rows = transcripts(), list(rows)
-    assert full_rows == [4] and compacted_rows[0] == 4 and min(compacted_rows) < 4
-    assert [[t for t, _ in f] for f in compacted] == [[t for t, _ in f] for f in full]
-    for c, f in zip(compacted, full, strict=True):
-        np.testing.assert_allclose([p for _, p in c], [p for _, p in f], atol=1e-4)
+def test_a_pool_refuses_what_it_cannot_decode(tiny):
+    from keras_whisper.decoding import DecodingOptions
+    from keras_whisper.decoding.pool import DecodingPool
+
+    for options in (DecodingOptions(beam_size=2), DecodingOptions(temperature=0.5, best_of=2)):
+        with pytest.raises(ValueError, match="generate"):
+            DecodingPool(tiny.backbone, tiny.tokenizer, options, rows=2)
+    with pytest.raises(ValueError, match="rows"):
+        DecodingPool(tiny.backbone, tiny.tokenizer, DecodingOptions(), rows=0)
 
 
 @pytest.mark.slow
 def test_a_short_batch_encodes_only_its_windows(tiny, monkeypatch):
-    # Two files at batch size 3: one short batch. Its two windows go through the encoder
-    # one at a time, the third row repeats the second, and each text is the one the same
-    # window gets in a full batch of 2 (the batched encoder).
+    # Beam search decodes batch after batch. Two files at batch size 3: one short batch.
+    # Its two windows go through the encoder one at a time, the third row repeats the
+    # second, and each text is the one the same window gets in a full batch of 2 (the
+    # batched encoder).
     names = ["en_jfk.wav", "en_cards_003.wav"]
     inputs = [audio_file(n) for n in names]
     with monkeypatch.context() as m:
         m.setattr(batched, "_encode_one_at_a_time", lambda: False)
-        full = [r.text for _, r in tiny.transcribe_many(inputs, batch_size=2)]
+        full = [r.text for _, r in tiny.transcribe_many(inputs, batch_size=2, beam_size=2)]
     encoded = []
     encode = batched.encode
     monkeypatch.setattr(batched, "encode", lambda b, f: encoded.append(f.shape[0]) or encode(b, f))
-    short = [r.text for _, r in tiny.transcribe_many(inputs, batch_size=3)]
+    short = [r.text for _, r in tiny.transcribe_many(inputs, batch_size=3, beam_size=2)]
     assert encoded == [1, 1]
     assert short == full and all(full)
     # JAX on a CPU encodes full batches window by window too (faster there); elsewhere
     # the batch goes through the encoder at once.
     encoded.clear()
-    assert [r.text for _, r in tiny.transcribe_many(inputs, batch_size=2)] == full
+    texts = [r.text for _, r in tiny.transcribe_many(inputs, batch_size=2, beam_size=2)]
+    assert texts == full
     assert encoded == ([1, 1] if batched._encode_one_at_a_time() else [])
+
+
+@pytest.mark.slow
+def test_the_pool_encodes_only_its_windows(tiny, monkeypatch):
+    # Greedy decoding runs on a pool. Two files at batch size 4: the pool starts at 2 rows.
+    # On JAX/CPU each window is encoded alone; elsewhere the new windows go through the
+    # encoder together, padded to a pool size (here 2: none). The texts are the same.
+    pool_module = importlib.import_module("keras_whisper.decoding.pool")
+    inputs = [audio_file("en_jfk.wav"), audio_file("en_cards_003.wav")]
+    encoded = []
+    encode = pool_module._encoder_output
+    monkeypatch.setattr(
+        pool_module, "_encoder_output", lambda b, f: encoded.append(f.shape[0]) or encode(b, f)
+    )
+    texts = [r.text for _, r in tiny.transcribe_many(inputs, batch_size=4)]
+    assert encoded == ([1, 1] if pool_module._one_window_at_a_time() else [2])
+    encoded.clear()
+    monkeypatch.setattr(pool_module, "_one_window_at_a_time", lambda: False)
+    assert [r.text for _, r in tiny.transcribe_many(inputs, batch_size=4)] == texts
+    assert encoded == [2] and all(texts)
 
 
 def test_bad_batch_size_is_refused(tiny):
@@ -249,20 +300,41 @@ class _WholeFile:
             yield chunk.audio
 
 
-def _fake_generate(calls=None):
-    """`generate` without a model: one token per window, so tests run at VAD speed."""
+def _fake_result():
     from keras_whisper.decoding import DecodingResult
 
-    def generate(backbone, tokenizer, features, options, seed=None):
-        if calls is not None:
-            calls.append(features.shape[0])
-        result = dict(avg_logprob=-0.1, sum_logprob=-0.2, no_speech_prob=0.0, temperature=0.0)
-        return [
-            DecodingResult(tokens=[400], text="x", compression_ratio=1.0, **result)
-            for _ in range(features.shape[0])
-        ]
+    result = dict(avg_logprob=-0.1, sum_logprob=-0.2, no_speech_prob=0.0, temperature=0.0)
+    return DecodingResult(tokens=[400], text="x", compression_ratio=1.0, **result)
 
-    return generate
+
+def _fake_pool(calls=None, error=None):
+    """`DecodingPool` without a model: one token per window, so tests run at VAD speed.
+    `calls` records how many windows each `add` brings; `error` is raised by `run`."""
+
+    class FakePool:
+        def __init__(self, backbone, tokenizer, options, rows, seed=None):
+            self.rows, self.windows = rows, []
+
+        @property
+        def decoding(self):
+            return len(self.windows)
+
+        def free_rows(self):
+            return self.rows - len(self.windows)
+
+        def add(self, features, languages, payloads):
+            assert len(payloads) <= self.free_rows() and features.shape[0] == len(payloads)
+            if calls is not None:
+                calls.append(len(payloads))
+            self.windows += payloads
+
+        def run(self, pending):
+            if error is not None:
+                raise error
+            done, self.windows = self.windows, []
+            return [(payload, _fake_result()) for payload in done]
+
+    return FakePool
 
 
 @pytest.mark.parametrize(
@@ -339,7 +411,7 @@ def test_memory_is_bounded_by_the_batch_not_the_file(tiny, detector, tmp_path, m
     NumPy's allocations is that of a 1-minute file; the bad inputs are reported with a reason
     and the others transcribed, in order. Decoding is stubbed: this is about the audio."""
     calls = []
-    monkeypatch.setattr(batched, "generate", _fake_generate(calls))
+    monkeypatch.setattr(batched, "DecodingPool", _fake_pool(calls))
     windows = []
     features = batched.window_features
     monkeypatch.setattr(
@@ -386,7 +458,7 @@ def test_a_file_that_changes_between_the_readings_is_reported(
     tiny, detector, tmp_path, monkeypatch
 ):
     """Read twice: a file cut short after the first reading is reported, the others go on."""
-    monkeypatch.setattr(batched, "generate", _fake_generate())
+    monkeypatch.setattr(batched, "DecodingPool", _fake_pool())
     speech, rate = soundfile.read(audio_file("en_jfk.wav"), dtype="int16")
     changing = tmp_path / "changing.wav"
     soundfile.write(changing, np.tile(speech, 3), rate, subtype="PCM_16")
@@ -426,10 +498,7 @@ def _out_of_memory_errors():
 def test_out_of_memory_says_which_batch_size_to_try(tiny, detector, monkeypatch, error):
     from keras_whisper.errors import OutOfMemoryError
 
-    def generate(*args, **kwargs):
-        raise error
-
-    monkeypatch.setattr(batched, "generate", generate)
+    monkeypatch.setattr(batched, "DecodingPool", _fake_pool(error=error))
     inputs = [audio_file("en_jfk.wav")]
     with pytest.raises(OutOfMemoryError, match=r"batch_size=8\); try batch_size=4") as info:
         list(tiny.transcribe_many(inputs, batch_size=8, vad=detector))
@@ -437,7 +506,7 @@ def test_out_of_memory_says_which_batch_size_to_try(tiny, detector, monkeypatch,
     with pytest.raises(OutOfMemoryError, match="one window does not fit"):
         tiny.transcribe(inputs[0], batch_size=1, vad=detector)
     # Any other error of the decoding loop is left as it is.
-    monkeypatch.setattr(batched, "generate", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(batched, "DecodingPool", _fake_pool(error=ZeroDivisionError()))
     with pytest.raises(ZeroDivisionError):
         tiny.transcribe(inputs[0], batch_size=2, vad=detector)
 
@@ -445,10 +514,8 @@ def test_out_of_memory_says_which_batch_size_to_try(tiny, detector, monkeypatch,
 def test_cli_out_of_memory_is_a_message(tiny, tmp_path, monkeypatch, capsys):
     from keras_whisper.cli import main
 
-    def generate(*args, **kwargs):
-        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 GiB")
-
-    monkeypatch.setattr(batched, "generate", generate)
+    error = RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 GiB")
+    monkeypatch.setattr(batched, "DecodingPool", _fake_pool(error=error))
     args = ["transcribe", str(audio_file("en_jfk.wav")), "--batch-size", "16"]
     code = main(args + ["--output-dir", str(tmp_path), "--quiet"])
     assert code == 1 and not list(tmp_path.iterdir())
@@ -458,7 +525,7 @@ def test_cli_out_of_memory_is_a_message(tiny, tmp_path, monkeypatch, capsys):
 def test_language_detection_reads_the_first_piece_once(tiny, detector, monkeypatch):
     """Multilingual models detect each file's language on its first piece, read ahead of
     its batch: the pieces still come out whole and in order (decoding stubbed)."""
-    monkeypatch.setattr(batched, "generate", _fake_generate())
+    monkeypatch.setattr(batched, "DecodingPool", _fake_pool())
     monkeypatch.setattr(batched, "BLOCK_SECONDS", 1.3)
     inputs = [audio_file("en_sonnet001_long.wav"), audio_file("en_jfk.wav")]
     seen = []
@@ -503,7 +570,7 @@ def test_the_default_detector_is_built_once(tiny, detector, monkeypatch):
         classmethod(lambda cls, *a, **k: built.append(1) or from_package(cls, *a, **k)),
     )
     monkeypatch.setattr(timestamps, "_DEFAULT_VAD", None)
-    monkeypatch.setattr(batched, "generate", _fake_generate())
+    monkeypatch.setattr(batched, "DecodingPool", _fake_pool())
     inputs = [audio_file("en_jfk.wav")]
     first = list(tiny.transcribe_many(inputs, batch_size=2))
     second = list(tiny.transcribe_many(inputs, batch_size=2))

@@ -562,6 +562,8 @@ class WhisperBackbone(Backbone):
         cache_index,
         step_weights=None,
         out_major: bool = False,
+        positions=None,
+        cache_mask=None,
     ):
         """Decoder outputs for new tokens, reusing and extending the caches.
 
@@ -583,17 +585,27 @@ class WhisperBackbone(Backbone):
             out_major: bool. Whether `step_weights` was built with `out_major`;
                 `cross_cache` must then be `cross_attention_cache(...,
                 out_major=True)`.
+            positions: optional `(batch,)` int, each row's own position of its one
+                new token (`n == 1`), for rows at different positions (a decoding
+                pool). The token is still written to cache slot `cache_index`.
+            cache_mask: with `positions`, `(batch, max_length)` bool: the cache
+                slots each row attends to (its own earlier tokens).
 
         Returns:
             `(decoder_sequence_output, self_cache)`: `(batch, n, hidden_dim)`
             after the final LayerNorm, and the updated cache.
         """
         x = self.token_embedding(token_ids)
-        x = self.decoder_position_embedding(self._stream(x), start_index=cache_index)
+        x = self.decoder_position_embedding(
+            self._stream(x), start_index=cache_index, positions=positions
+        )
         num_new = ops.shape(token_ids)[1]
         max_length = ops.shape(self_cache[0][0])[2]
-        # Cached positions before `cache_index`, and the new tokens causally.
-        cache_mask = (ops.arange(max_length) < cache_index)[None, None, None, :]
+        if cache_mask is None:
+            # Cached positions before `cache_index`, and the new tokens causally.
+            cache_mask = (ops.arange(max_length) < cache_index)[None, None, None, :]
+        else:
+            cache_mask = cache_mask[:, None, None, :]
         new_positions = ops.arange(num_new)
         new_mask = (new_positions[None, :] <= new_positions[:, None])[None, None, :, :]
         masks = (cache_mask, new_mask)

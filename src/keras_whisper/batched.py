@@ -1,10 +1,14 @@
 """Batched long-form transcription: the throughput mode beside the sequential seek loop.
 
 Voice activity detection (`keras_whisper.vad`) cuts each file's speech into pieces of at
-most 30 s; the pieces of one file or of many are decoded together, `batch_size` windows per
-call of the same compiled decoding loop (a short last batch is padded with silent windows,
-so there is one compilation per batch size and none per file). Pieces carry no prompt from
-one another, which is what lets them run side by side. Each piece's segments are mapped back
+most 30 s; the pieces of one file or of many are decoded together on `batch_size` rows.
+Greedy decoding and sampling run on a `keras_whisper.decoding.pool.DecodingPool`: when a
+row reaches `<|endoftext|>`, the next piece (of any file, in any language) takes it while
+the other rows go on, so no row waits for the longest of a batch; once no piece waits, the
+pool halves as its rows finish. Beam search decodes `batch_size` windows per call of
+`generate` (a short last batch is padded with copies of its last window). Either way each
+row count is compiled once, none per file. Pieces carry no prompt from one another, which
+is what lets them run side by side. Each piece's segments are mapped back
 onto its own file's timeline, and results come out one file at a time, in input order, as
 soon as all of a file's pieces are decoded.
 
@@ -31,8 +35,9 @@ import numpy as np
 from keras import ops
 
 from keras_whisper.audio import (
+    HOP_LENGTH,
+    N_FFT,
     N_FRAMES,
-    N_SAMPLES,
     SAMPLE_RATE,
     _as_mono_float32,
     _decoded_blocks,
@@ -41,6 +46,7 @@ from keras_whisper.audio import (
     pad_or_trim,
 )
 from keras_whisper.decoding import DecodingOptions, detect_language, encode, generate
+from keras_whisper.decoding.pool import DecodingPool
 from keras_whisper.errors import AudioError, OutOfMemoryError
 from keras_whisper.layers import jax_on_cpu
 from keras_whisper.transcription import (
@@ -56,10 +62,22 @@ CHUNK_SECONDS = 30.0
 BLOCK_SECONDS = 10.0
 
 
+# Zeros after a piece's samples: past them every frame of `transcribe`'s 30 s of padding is
+# silent (all its samples zero, the end's reflection included), so it adds only the floor
+# value to the log-mel's maximum, never more.
+_TAIL = N_FFT + 2 * HOP_LENGTH
+
+
 def window_features(audio: np.ndarray, num_mels: int) -> np.ndarray:
-    """The `(3000, num_mels)` features of up to 30 s of audio, as `transcribe` makes them."""
-    mel = log_mel_spectrogram(audio, num_mels, padding=N_SAMPLES)
-    content = mel.shape[0] - N_FRAMES
+    """The `(3000, num_mels)` features of up to 30 s of audio, as `transcribe` makes them.
+
+    `transcribe` takes the first frames of `log_mel_spectrogram(audio, padding=N_SAMPLES)`
+    and pads them; its 30 s of zeros only matter through the frames that overlap the
+    audio, so a few hundred zeros give the same features at half the work.
+    """
+    audio = _as_mono_float32(audio, allow_empty=True)
+    content = audio.size // HOP_LENGTH
+    mel = log_mel_spectrogram(audio, num_mels, padding=_TAIL)
     return pad_or_trim(mel[:content], N_FRAMES, axis=0).astype("float32")
 
 
@@ -365,6 +383,41 @@ def transcribe_many(
             entry.reader.close()
             entry.reader = None
 
+    def take(piece: _Piece) -> bool:
+        """Read a piece's samples for decoding; `False` if its file has failed."""
+        entry = files[piece.file]
+        if entry.error is not None:
+            return False
+        try:
+            read(piece)
+        except Exception as error:  # the file failed on its second reading
+            fail(entry, error)
+            for other in [p for p in queue if p.file == piece.file]:
+                queue.remove(other)
+            return False
+        return True
+
+    def collect(piece: _Piece, result) -> None:
+        entry = files[piece.file]
+        if entry.error is not None:
+            return
+        # The rest of a piece after its last timestamp pair is decoded again, as the seek
+        # loop does; the piece's samples are dropped (but for that rest).
+        rest = None
+        if not options.without_timestamps:
+            rest = _remainder(piece, result, tokenizer.timestamp_begin, entry.pieces)
+        if rest is not None:
+            entry.pieces += 1
+            queue.appendleft(rest)
+        piece.audio = None
+        entry.results[piece.index] = (piece, result, rest is not None)
+
+    # Greedy decoding and sampling run on a pool of rows refilled as they finish; beam
+    # search (and best_of > 1) decodes batch after batch.
+    pool = None
+    if options.beam_size is None and (options.best_of or 1) == 1:
+        pool = DecodingPool(backbone, tokenizer, options, batch_size, seed=next(batch_seeds))
+
     try:
         while True:
             while not exhausted and len(queue) < batch_size:
@@ -372,7 +425,26 @@ def transcribe_many(
                     prepare(next(source))
                 except StopIteration:
                     exhausted = True
-            if queue:
+            if pool is not None:
+                new = []
+                while queue and len(new) < pool.free_rows():
+                    piece = queue.popleft()
+                    if take(piece):
+                        new.append(piece)
+                try:
+                    if new:
+                        features = np.stack(
+                            [window_features(p.audio, backbone.num_mels) for p in new]
+                        )
+                        pool.add(features, [p.language for p in new], new)
+                    finished = pool.run(pending=len(queue) + (0 if exhausted else 1))
+                except Exception as error:
+                    if _is_out_of_memory(error):
+                        raise _out_of_memory(batch_size) from error
+                    raise
+                for piece, result in finished:
+                    collect(piece, result)
+            elif queue:
                 head = queue[0].language
                 batch = []
                 for piece in list(queue):
@@ -385,18 +457,9 @@ def transcribe_many(
                 features = np.zeros((batch_size, N_FRAMES, backbone.num_mels), "float32")
                 rows = []
                 for piece in batch:
-                    entry = files[piece.file]
-                    if entry.error is not None:
-                        continue
-                    try:
-                        read(piece)
-                    except Exception as error:  # the file failed on its second reading
-                        fail(entry, error)
-                        for other in [p for p in queue if p.file == piece.file]:
-                            queue.remove(other)
-                        continue
-                    features[len(rows)] = window_features(piece.audio, backbone.num_mels)
-                    rows.append(piece)
+                    if take(piece):
+                        features[len(rows)] = window_features(piece.audio, backbone.num_mels)
+                        rows.append(piece)
                 results = []
                 if any(files[piece.file].error is None for piece in rows):
                     try:
@@ -414,19 +477,7 @@ def transcribe_many(
                             raise _out_of_memory(batch_size) from error
                         raise
                 for piece, result in zip(rows, results, strict=False):
-                    entry = files[piece.file]
-                    if entry.error is not None:
-                        continue
-                    # The rest of a piece after its last timestamp pair is decoded again, as
-                    # the seek loop does; the piece's samples are dropped (but for that rest).
-                    rest = None
-                    if not options.without_timestamps:
-                        rest = _remainder(piece, result, tokenizer.timestamp_begin, entry.pieces)
-                    if rest is not None:
-                        entry.pieces += 1
-                        queue.appendleft(rest)
-                    piece.audio = None
-                    entry.results[piece.index] = (piece, result, rest is not None)
+                    collect(piece, result)
             while next_out < opened:
                 entry = files[next_out]
                 if entry.error is None and len(entry.results) < entry.pieces:
@@ -443,7 +494,8 @@ def transcribe_many(
                     entry.source,
                     _file_result(entry, tokenizer, options, no_speech_threshold, logprob_threshold),
                 )
-            if exhausted and not queue and next_out == opened:
+            decoding = pool is not None and pool.decoding
+            if exhausted and not queue and not decoding and next_out == opened:
                 return
     finally:  # the caller stopped early, or an error: close the files still open
         for entry in files.values():

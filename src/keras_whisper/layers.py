@@ -337,9 +337,14 @@ class PositionEmbedding(keras.layers.Layer):
             self.embeddings.trainable = False
         self.built = True
 
-    def call(self, inputs, start_index=0):
-        length = ops.shape(inputs)[1]
+    def call(self, inputs, start_index=0, positions=None):
         table = ops.convert_to_tensor(self.embeddings)
+        if positions is not None:
+            # One position per row (`(batch,)`, one new token per row): the rows of a
+            # decoding pool sit at different positions.
+            rows = ops.take(table, ops.cast(positions, "int32"), axis=0)[:, None, :]
+            return inputs + ops.cast(rows, inputs.dtype)
+        length = ops.shape(inputs)[1]
         positions = ops.slice(table, (start_index, 0), (length, ops.shape(inputs)[-1]))
         return inputs + ops.cast(positions, inputs.dtype)
 

@@ -96,12 +96,20 @@ class CachedJit:
         fn: the function to compile.
         name: a short name for the cache files and `EVENTS` (e.g. `"encode"`).
         compiler_options: XLA compiler options, or `None`.
+        donate_argnums: positions of the arguments whose buffers the executable may
+            reuse for its outputs (`jax.jit`'s `donate_argnums`).
     """
 
-    def __init__(self, fn, name: str, compiler_options: dict | None = None):
+    def __init__(
+        self,
+        fn,
+        name: str,
+        compiler_options: dict | None = None,
+        donate_argnums: tuple[int, ...] = (),
+    ):
         import jax
 
-        self._jitted = jax.jit(fn, compiler_options=compiler_options)
+        self._jitted = jax.jit(fn, compiler_options=compiler_options, donate_argnums=donate_argnums)
         self._name = name
         self._options = dict(compiler_options or {})
         self._executables: dict[tuple, Any] = {}

@@ -5,7 +5,8 @@ and the token buffer `tokens`, `(batch, max_length)`, in which positions
 `0 ... index - 1` hold the prompt and the tokens sampled so far (anything at or
 after `index` is ignored). `index` (the position about to be sampled) and
 `sample_begin` (the first sampled position) may be Python ints or scalar tensors,
-so the rules compile inside a `keras.ops.while_loop`. Nothing loops over rows:
+so the rules compile inside a `keras.ops.while_loop`; `index` may also be a
+`(batch,)` tensor, one position per row (the rows of a decoding pool). Nothing loops over rows:
 every rule is a boolean mask built from comparisons against `ops.arange(vocab)`
 and applied with `ops.where`.
 
@@ -71,7 +72,7 @@ def suppress_blank(logits, tokens, index, sample_begin, blank_mask):
         logits: `(batch, vocab)` float logits.
         tokens: `(batch, max_length)` int token buffer (unused: the rule only depends
             on the position; kept for a uniform signature).
-        index: int scalar (Python or tensor). The position being sampled.
+        index: int scalar (Python or tensor) or `(batch,)`. The position being sampled.
         sample_begin: int scalar. The first sampled position.
         blank_mask: `(vocab,)` bool, `True` at `encode(" ")` and `<|endoftext|>`.
 
@@ -85,7 +86,7 @@ def suppress_blank(logits, tokens, index, sample_begin, blank_mask):
     ```
     """
     del tokens
-    first = ops.equal(index, sample_begin)
+    first = _per_row(ops.equal(index, sample_begin))
     mask = ops.logical_and(first, ops.convert_to_tensor(blank_mask)[None, :])
     return ops.where(mask, NEG_INF, logits)
 
@@ -106,10 +107,18 @@ def suppress_tokens(logits, tokens, suppress_mask):
     return ops.where(ops.convert_to_tensor(suppress_mask)[None, :], NEG_INF, logits)
 
 
+def _per_row(x):
+    """A scalar or a `(batch,)` tensor as a column broadcasting against `(batch, vocab)`."""
+    return ops.reshape(x, (-1, 1))
+
+
 def _column(tokens, position):
-    """`tokens[:, position]` for a scalar (possibly traced) position, clipped to >= 0."""
+    """`tokens[:, position]` for a scalar or per-row (possibly traced) position, clipped
+    to >= 0."""
     position = ops.maximum(ops.cast(position, "int32"), 0)
-    return ops.take(tokens, position, axis=1)
+    if len(ops.shape(position)) == 0:
+        return ops.take(tokens, position, axis=1)
+    return ops.take_along_axis(tokens, position[:, None], axis=1)[:, 0]
 
 
 def apply_timestamp_rules(
@@ -144,7 +153,7 @@ def apply_timestamp_rules(
     Args:
         logits: `(batch, vocab)` float logits.
         tokens: `(batch, max_length)` int token buffer.
-        index: int scalar (Python or tensor). The position being sampled.
+        index: int scalar (Python or tensor) or `(batch,)`. The position being sampled.
         sample_begin: int scalar. The first sampled position.
         timestamp_begin: int. Id of `<|0.00|>`.
         eot: int. Id of `<|endoftext|>` (text tokens are the ids below it).
@@ -178,7 +187,7 @@ def apply_timestamp_rules(
 
     # Monotonic timestamps: from the last sampled one (not the largest, as OpenAI).
     positions = ops.arange(ops.shape(tokens)[1], dtype="int32")[None, :]
-    sampled = ops.logical_and(positions >= sample_begin, positions < index)
+    sampled = ops.logical_and(positions >= sample_begin, positions < _per_row(index))
     sampled_timestamps = ops.logical_and(sampled, tokens >= timestamp_begin)
     any_timestamp = ops.any(sampled_timestamps, axis=1)
     last_position = ops.max(ops.where(sampled_timestamps, positions, 0), axis=1)
@@ -199,7 +208,7 @@ def apply_timestamp_rules(
     limit = NO_LIMIT if max_initial_timestamp_index is None else max_initial_timestamp_index
     last_allowed = timestamp_begin + ops.cast(limit, "int32")
     first_forbidden = ops.logical_or(ids < timestamp_begin, ids > last_allowed)
-    mask = ops.logical_or(mask, ops.logical_and(num_sampled == 0, first_forbidden))
+    mask = ops.logical_or(mask, ops.logical_and(_per_row(num_sampled == 0), first_forbidden))
     logits = ops.where(mask, NEG_INF, logits)
 
     # Timestamps' total probability against the best text token, on the filtered logits.

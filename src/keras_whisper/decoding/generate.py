@@ -85,14 +85,18 @@ CHUNK_LENGTH = 30  # seconds of audio in one window
 # ---------------------------------------------------------------------------------------------
 
 
-def _run(backbone, key: tuple, fn, *args):
-    """`fn(backbone, *args)`, compiled once per `key` and input shapes on JAX."""
+def _run(backbone, key: tuple, fn, *args, donate: tuple[int, ...] = ()):
+    """`fn(backbone, *args)`, compiled once per `key` and input shapes on JAX.
+
+    `donate`: positions in `args` of device arrays the caller no longer needs, whose
+    buffers the outputs may reuse (JAX; updates in place instead of copies).
+    """
     backend = keras.backend.backend()
     if backend == "jax":
         compiled = _COMPILED.setdefault(backbone, {})
         jitted = compiled.get(key)
         if jitted is None:
-            jitted = compiled[key] = _jit_stateless(weakref.ref(backbone), key[0], fn)
+            jitted = compiled[key] = _jit_stateless(weakref.ref(backbone), key[0], fn, donate)
         return jitted(_state(backbone), *args)
     if backend == "torch":
         import torch
@@ -166,7 +170,7 @@ def compiler_options() -> dict | None:
     }
 
 
-def _jit_stateless(model_ref, name: str, fn):
+def _jit_stateless(model_ref, name: str, fn, donate: tuple[int, ...] = ()):
     import jax
 
     def stateless(state, *args):
@@ -185,7 +189,9 @@ def _jit_stateless(model_ref, name: str, fn):
 
     # Compiled executables are also kept on disk: a new process loads them instead of
     # compiling (seconds per stage on CPU).
-    return compilation_cache.CachedJit(stateless, name, compiler_options())
+    # `stateless` takes the variables' values first.
+    donate_argnums = tuple(position + 1 for position in donate)
+    return compilation_cache.CachedJit(stateless, name, compiler_options(), donate_argnums)
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -280,22 +286,8 @@ def _loop_stage(
             last, cache, cross_cache, index - 1, step_weights, out_major
         )
         logits = model.logits(hidden[:, 0], transposed_embeddings=table, out_major=out_major)
-        if spec.blank:
-            logits = filters.suppress_blank(logits, tokens, index, sample_begin, blank_mask)
-        if spec.suppress:
-            logits = filters.suppress_tokens(logits, tokens, suppress_mask)
-        if spec.timestamps:
-            logits = filters.apply_timestamp_rules(
-                logits,
-                tokens,
-                index,
-                sample_begin,
-                timestamp_begin=spec.timestamp_begin,
-                eot=spec.eot,
-                no_timestamps=spec.no_timestamps,
-                max_initial_timestamp_index=max_initial_index,
-            )
-        return logits, cache
+        rules = (suppress_mask, blank_mask, max_initial_index)
+        return _logit_rules(spec, logits, tokens, index, sample_begin, *rules), cache
 
     index = ops.cast(index, "int32")
     if spec.mode == "beam":
@@ -312,16 +304,7 @@ def _loop_stage(
 
     def body(index, tokens, cache, sum_logprobs, done):
         logits, cache = next_logits(index, tokens, cache)
-        if spec.mode == "greedy":
-            chosen = layers.row_argmax(logits)
-        else:
-            chosen = keras.random.categorical(
-                logits / temperature, 1, dtype="int32", seed=_step_seed(seed, index)
-            )[:, 0]
-        chosen = ops.cast(chosen, "int32")
-        # log_softmax(logits)[chosen], without materialising the whole log-softmax.
-        chosen_logit = ops.take_along_axis(logits, chosen[:, None], axis=1)[:, 0]
-        logprob = chosen_logit - layers.logsumexp(logits)
+        chosen, logprob = _pick(spec, logits, temperature, seed, index)
         sum_logprobs = sum_logprobs + ops.where(done, 0.0, logprob)
         chosen = ops.where(done, spec.eot, chosen)
         tokens = ops.slice_update(tokens, (0, index), chosen[:, None])
@@ -329,6 +312,43 @@ def _loop_stage(
         return index + 1, tokens, cache, sum_logprobs, done
 
     return ops.while_loop(cond, body, (index, buffer, cache, sum_logprobs, done))
+
+
+def _logit_rules(
+    spec, logits, tokens, index, sample_begin, suppress_mask, blank_mask, max_initial_index
+):
+    """OpenAI's logit rules (`filters`) that `spec` asks for, at position `index`
+    (a scalar, or one position per row)."""
+    if spec.blank:
+        logits = filters.suppress_blank(logits, tokens, index, sample_begin, blank_mask)
+    if spec.suppress:
+        logits = filters.suppress_tokens(logits, tokens, suppress_mask)
+    if spec.timestamps:
+        logits = filters.apply_timestamp_rules(
+            logits,
+            tokens,
+            index,
+            sample_begin,
+            timestamp_begin=spec.timestamp_begin,
+            eot=spec.eot,
+            no_timestamps=spec.no_timestamps,
+            max_initial_timestamp_index=max_initial_index,
+        )
+    return logits
+
+
+def _pick(spec, logits, temperature, seed, step):
+    """Each row's greedy or sampled token and its log-probability, `(rows,)` each."""
+    if spec.mode == "greedy":
+        chosen = layers.row_argmax(logits)
+    else:
+        chosen = keras.random.categorical(
+            logits / temperature, 1, dtype="int32", seed=_step_seed(seed, step)
+        )[:, 0]
+    chosen = ops.cast(chosen, "int32")
+    # log_softmax(logits)[chosen], without materialising the whole log-softmax.
+    chosen_logit = ops.take_along_axis(logits, chosen[:, None], axis=1)[:, 0]
+    return chosen, chosen_logit - layers.logsumexp(logits)
 
 
 def _beam_loop(spec, next_logits, index, tokens, cache, sum_logprobs, sample_begin, limit, n_audio):
