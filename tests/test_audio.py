@@ -123,6 +123,18 @@ def test_mel_filters_match_openai(num_mels):
     assert not ours.flags.writeable  # so the cache cannot be corrupted
 
 
+@pytest.mark.parametrize(
+    "num_mels, rate, n_fft", [(80, 16000, 400), (128, 16000, 400), (40, 8000, 256)]
+)
+def test_filterbank_spans_equal_the_matrix_product(num_mels, rate, n_fft):
+    # The log-mel applies each filter over its nonzero span (no BLAS call, whose spinning
+    # threads slowed the encoder run next): the same numbers as the whole product.
+    power = np.random.default_rng(0).random((700, n_fft // 2 + 1))
+    out = np.empty((700, num_mels))
+    audio._apply_filterbank(power, audio._filter_bands(num_mels, rate, n_fft), out)
+    np.testing.assert_allclose(out, power @ mel_filters(num_mels, rate, n_fft).T, rtol=1e-13)
+
+
 def test_mel_filters_other_rates_are_well_formed():
     filters = mel_filters(40, sampling_rate=8000, n_fft=256)
     assert filters.shape == (40, 129)

@@ -238,6 +238,21 @@ def test_the_pool_encodes_only_its_windows(tiny, monkeypatch):
     assert encoded == [2] and all(texts)
 
 
+@pytest.mark.parametrize("seconds", [0.0, 0.003, 1.0, 7.31, 29.99, 30.0])
+def test_window_features_are_those_of_transcribe(seconds):
+    # transcribe's features of a window: the log-mel of the audio plus 30 s of zeros, its
+    # first frames, padded. window_features transforms only 720 zeros: the same numbers.
+    from keras_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
+
+    rng = np.random.default_rng(int(seconds * 100))
+    samples = (rng.standard_normal(int(seconds * 16000)) * 0.1).astype("float32")
+    if samples.size > 50:
+        samples[-40:] = 1.0  # a loud end: the frames past it must not change the maximum
+    mel = log_mel_spectrogram(samples, 80, padding=N_SAMPLES)
+    expected = pad_or_trim(mel[: mel.shape[0] - N_FRAMES], N_FRAMES, axis=0)
+    np.testing.assert_array_equal(batched.window_features(samples, 80), expected)
+
+
 def test_bad_batch_size_is_refused(tiny):
     with pytest.raises(ValueError, match="batch_size"):
         list(tiny.transcribe_many([audio_file("en_jfk.wav")], batch_size=0))
