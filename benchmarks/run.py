@@ -122,6 +122,14 @@ def start_workers(
     return workers, labels, errors
 
 
+# Idle time before each request when engines interleave. All workers share the same 2 CPUs,
+# and thread pools keep spinning for a while after their work (Intel OpenMP 200 ms by
+# default, OpenBLAS about 0.1 s): without a pause, the engine that ran before takes CPU
+# time from the one being timed (seen: our encoder 172 ms a window alone, 216 ms right
+# after a NumPy matrix product).
+SETTLE_SECONDS = 0.5
+
+
 def interleave(
     workers: dict[str, WorkerProcess],
     errors: dict[str, str],
@@ -142,6 +150,8 @@ def interleave(
         for key, worker in workers.items():
             if key in errors:
                 continue
+            if len(workers) > 1:
+                time.sleep(SETTLE_SECONDS)
             try:
                 answer = worker.request(op, timeout=timeout, **fields)
             except WorkerError as e:
