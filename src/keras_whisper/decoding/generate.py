@@ -655,6 +655,32 @@ def _initial_tokens(tokenizer, options: DecodingOptions, language, n_ctx: int, s
     return tokens, sot_index
 
 
+def _loop_args(backbone, tokenizer, options, suppress_ids, sample_begin, limit, seed) -> tuple:
+    """The decoding loop's arguments shared by `generate` and `DecodingPool`: `(sample_begin,
+    limit, suppress mask, blank mask, max initial timestamp index, temperature, seed)`."""
+    vocab = backbone.vocabulary_size
+    if options.max_initial_timestamp:
+        precision = CHUNK_LENGTH / (backbone.max_encoder_sequence_length // 2)
+        max_initial_index = round(options.max_initial_timestamp / precision)
+    else:
+        max_initial_index = filters.NO_LIMIT
+    if seed is None:
+        seed = int(np.random.randint(0, 2**31 - 1))
+    if keras.backend.backend() == "jax":
+        seed_arg = np.array([seed & 0xFFFFFFFF, 0], dtype="uint32")
+    else:
+        seed_arg = keras.random.SeedGenerator(seed)
+    return (
+        np.int32(sample_begin),
+        np.int32(limit),
+        filters.token_mask(vocab, suppress_ids or ()),
+        filters.token_mask(vocab, filters.blank_token_ids(tokenizer)),
+        np.int32(max_initial_index),
+        np.float32(max(options.temperature, 1e-6)),
+        seed_arg,
+    )
+
+
 def _bucket(length: int, n_ctx: int) -> int:
     for size in PROMPT_BUCKETS:
         if size >= length:
@@ -839,26 +865,7 @@ def generate(
     )
     buffer = np.zeros((n_audio, n_ctx + 1), dtype="int32")
     buffer[:, :sample_begin] = initial
-    if options.max_initial_timestamp:
-        precision = CHUNK_LENGTH / (backbone.max_encoder_sequence_length // 2)
-        max_initial_index = round(options.max_initial_timestamp / precision)
-    else:
-        max_initial_index = filters.NO_LIMIT
-    if seed is None:
-        seed = int(np.random.randint(0, 2**31 - 1))
-    if keras.backend.backend() == "jax":
-        seed_arg = np.array([seed & 0xFFFFFFFF, 0], dtype="uint32")
-    else:
-        seed_arg = keras.random.SeedGenerator(seed)
-    loop_args = (
-        np.int32(sample_begin),
-        np.int32(limit),
-        filters.token_mask(vocab, suppress_ids or ()),
-        filters.token_mask(vocab, filters.blank_token_ids(tokenizer)),
-        np.int32(max_initial_index),
-        np.float32(max(options.temperature, 1e-6)),
-        seed_arg,
-    )
+    loop_args = _loop_args(backbone, tokenizer, options, suppress_ids, sample_begin, limit, seed)
     no_speech = _to_numpy(no_speech)
     if mode == "beam":
         rows = n_audio * group

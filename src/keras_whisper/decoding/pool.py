@@ -35,7 +35,6 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import keras
 import numpy as np
 from keras import ops
 
@@ -43,13 +42,13 @@ from keras_whisper import layers
 from keras_whisper.decoding import filters
 from keras_whisper.decoding.generate import (
     CACHE_STEP,
-    CHUNK_LENGTH,
     _check_model,
     _derived_stage,
     _derived_weights,
     _encoder_output,
     _initial_tokens,
     _logit_rules,
+    _loop_args,
     _loop_layout,
     _pick,
     _run,
@@ -238,18 +237,6 @@ class DecodingPool:
         # Positions up to `limit - 2` are fed, so a row never sees a slot twice.
         self.cache_length = min(n_ctx, -(-(self.limit - 1) // CACHE_STEP) * CACHE_STEP)
         suppress_ids = filters.suppressed_token_ids(tokenizer, options.suppress_tokens)
-        vocab = backbone.vocabulary_size
-        if options.max_initial_timestamp:
-            precision = CHUNK_LENGTH / (backbone.max_encoder_sequence_length // 2)
-            max_initial_index = round(options.max_initial_timestamp / precision)
-        else:
-            max_initial_index = filters.NO_LIMIT
-        if seed is None:
-            seed = int(np.random.randint(0, 2**31 - 1))
-        if keras.backend.backend() == "jax":
-            seed_arg = np.array([seed & 0xFFFFFFFF, 0], dtype="uint32")
-        else:
-            seed_arg = keras.random.SeedGenerator(seed)
         self._spec = _Spec(
             mode="sample" if options.temperature > 0 else "greedy",
             group=1,
@@ -262,17 +249,9 @@ class DecodingPool:
             no_timestamps=tokenizer.no_timestamps,
             layout="plain",
         )
-        self._loop_args = (
-            np.int32(self.sample_begin),
-            np.int32(self.limit),
-            filters.token_mask(vocab, suppress_ids or ()),
-            filters.token_mask(vocab, filters.blank_token_ids(tokenizer)),
-            np.int32(max_initial_index),
-            np.float32(max(options.temperature, 1e-6)),
-            seed_arg,
-            np.int32(self.sot_index),
-            np.int32(tokenizer.no_speech),
-        )
+        self._loop_args = _loop_args(
+            backbone, tokenizer, options, suppress_ids, self.sample_begin, self.limit, seed
+        ) + (np.int32(self.sot_index), np.int32(tokenizer.no_speech))
         self.sizes = pool_sizes(rows)
         self.size = 0  # rows in use; the caches are made by the first `add`
         self._step = 0
