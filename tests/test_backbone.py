@@ -198,6 +198,38 @@ def test_dense_project_returns_the_float32_sum_unrounded():
         np.testing.assert_allclose(projected, rounded)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_logits_are_float32_sums_in_every_loop_form(dtype):
+    """The logits a decoding loop takes (stored table, transposed table, several rows or
+    one) are summed and returned in float32 on JAX: a half-precision result would
+    round logits near 30 to steps of 0.125 (bfloat16), enough to flip greedy choices."""
+    backbone, _ = small_backbone(dtype=dtype)
+    rng = np.random.default_rng(5)
+    table = keras.ops.convert_to_numpy(
+        keras.ops.cast(backbone.token_embedding.embeddings, "float32")
+    ).astype("float64")
+    for rows in (1, 3):
+        hidden = rng.standard_normal((rows, table.shape[1])).astype("float32")
+        hidden *= 30.0 / np.abs(hidden @ table.T).max()  # logits up to 30
+        hidden = keras.ops.cast(hidden, dtype)
+        expected = keras.ops.convert_to_numpy(keras.ops.cast(hidden, "float32")) @ table.T
+        forms = {
+            "stored": backbone.logits(hidden),
+            "transposed": backbone.logits(
+                hidden, transposed_embeddings=backbone.transposed_token_embeddings()
+            ),
+            "loop of rows": backbone.logits(hidden, out_major=True),
+        }
+        for form, ours in forms.items():
+            ours = keras.ops.convert_to_numpy(ours)
+            assert ours.dtype == np.float32, form
+            error = np.abs(ours - expected).max()
+            if keras.backend.backend() == "jax":
+                assert error < 1e-3, (form, rows, error)
+            else:  # the backend's own half-precision product, then cast
+                assert error < 0.5, (form, rows, error)
+
+
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX-on-CPU paths")
 def test_bfloat16_backbone_on_cpu_paths_matches_numpy_reference(monkeypatch):
     """bfloat16 through the CPU paths (blocked encoder attention, products summed in

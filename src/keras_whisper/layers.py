@@ -70,6 +70,15 @@ def float32_accumulation(dtype) -> bool:
     return keras.backend.standardize_dtype(dtype) == "bfloat16" and jax_on_cpu()
 
 
+def _float32_result(operand_dtype, dtype: str) -> bool:
+    """Whether a half-precision product asked for in float32 is returned unrounded by
+    JAX itself (`preferred_element_type`) rather than rounded to the operands' dtype
+    and then cast (the other backends; logits near 20 go in steps of 0.125 in bfloat16).
+    """
+    half = keras.backend.standardize_dtype(operand_dtype) in ("bfloat16", "float16")
+    return half and dtype == "float32" and keras.backend.backend() == "jax"
+
+
 def matmul(a, b, dtype=None, transpose_b: bool = False):
     """`a @ b` (`a @ b.T` with `transpose_b`) in `dtype` (default: `a`'s).
 
@@ -80,6 +89,12 @@ def matmul(a, b, dtype=None, transpose_b: bool = False):
     """
     dtype = keras.backend.standardize_dtype(dtype or a.dtype)
     if not float32_accumulation(a.dtype):
+        if _float32_result(a.dtype, dtype):
+            import jax.numpy as jnp
+
+            a, b = ops.convert_to_tensor(a), ops.convert_to_tensor(b)
+            operand = jnp.swapaxes(b, -1, -2) if transpose_b else b
+            return jnp.matmul(a, operand, preferred_element_type=jnp.float32)
         return ops.cast(ops.matmul(a, ops.transpose(b) if transpose_b else b), dtype)
     import jax
     import jax.numpy as jnp
@@ -103,7 +118,7 @@ def matmul(a, b, dtype=None, transpose_b: bool = False):
 def einsum(equation: str, a, b, dtype=None):
     """`ops.einsum(equation, a, b)` in `dtype` (default: `a`'s); see `matmul`."""
     dtype = keras.backend.standardize_dtype(dtype or a.dtype)
-    if not float32_accumulation(a.dtype):
+    if not (float32_accumulation(a.dtype) or _float32_result(a.dtype, dtype)):
         return ops.cast(ops.einsum(equation, a, b), dtype)
     import jax.numpy as jnp
 
@@ -372,7 +387,7 @@ class TokenEmbedding(keras.layers.Embedding):
             if float32_accumulation(self.compute_dtype):
                 return matmul(inputs, table, "float32", transpose_b=True)
             # Contract with the table as stored: no transposed copy of it.
-            return ops.cast(ops.einsum("...d,vd->...v", inputs, table), "float32")
+            return einsum("...d,vd->...v", inputs, table, "float32")
         return super().call(inputs)
 
     def compute_output_shape(self, input_shape, reverse=False):
