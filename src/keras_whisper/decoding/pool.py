@@ -166,9 +166,11 @@ def _pool_stage(
         logits = model.logits(hidden[:, 0], transposed_embeddings=table, out_major=out_major)
         # The no-speech probability at <|startoftranscript|>, before any rule.
         at_sot = ops.logical_and(position == sot_index, ops.logical_not(done))
-        no_speech_logit = ops.take(logits, no_speech_id, axis=1)
-        no_speech = ops.where(
-            at_sot, ops.exp(no_speech_logit - layers.logsumexp(logits)), no_speech
+        # (Only on steps where some row is there: a pass over the logits less.)
+        no_speech = ops.cond(
+            ops.any(at_sot),
+            lambda: ops.where(at_sot, _probability(logits, no_speech_id), no_speech),
+            lambda: no_speech,
         )
         logits = _logit_rules(spec, logits, tokens, index, sample_begin, *rules)
         chosen, logprob = _pick(spec, logits, temperature, seed, step)
@@ -187,6 +189,11 @@ def _pool_stage(
     return ops.while_loop(
         cond, body, (ops.cast(step, "int32"), tokens, cache, sum_logprobs, done, no_speech)
     )
+
+
+def _probability(logits, token):
+    """Each row's probability of `token` under `softmax(logits)`, `(rows,)`."""
+    return ops.exp(ops.take(logits, token, axis=1) - layers.logsumexp(logits))
 
 
 class DecodingPool:
