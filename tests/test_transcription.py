@@ -297,6 +297,9 @@ def test_save_to_preset_round_trip(tiny, tmp_path):
 
 
 def test_fit_reduces_the_loss():
+    # Seeded: the initial weights otherwise depend on which tests ran before. 16 epochs
+    # take the loss from ~4.6 to below 2 for every seed tried (0-5); 8 left it near 0.75x.
+    keras.utils.set_random_seed(0)
     backbone = WhisperBackbone(**SMALL_CONFIG)
     model = WhisperSpeechToText(backbone)
     rng = np.random.default_rng(0)
@@ -310,9 +313,9 @@ def test_fit_reduces_the_loss():
         optimizer=keras.optimizers.Adam(1e-2),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    history = model.fit(inputs, tokens[:, 1:], epochs=8, batch_size=8, verbose=0)
+    history = model.fit(inputs, tokens[:, 1:], epochs=16, batch_size=8, verbose=0)
     losses = history.history["loss"]
-    assert losses[-1] < 0.8 * losses[0]
+    assert losses[-1] < 0.6 * losses[0]
 
 
 # ---------------------------------------------------------------------------------------------
