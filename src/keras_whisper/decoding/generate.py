@@ -504,7 +504,8 @@ def _loop_layout(rows: int, dtype: str = "float32") -> str:
       vector-matrix product about twice as fast as against the stored table;
     - `"out_major"` (2 or more rows): every product computed `(out, rows)` against kernels
       stored `(out, in)` (`layers.out_major_matmul`), 1.2-2.4x faster per product at 2-16
-      rows than XLA's own choice (base's beam-5 step: projections and logits).
+      rows than XLA's own choice (base's beam-5 step); the logits `(rows, vocabulary)`
+      against the table as stored (`WhisperBackbone.logits`).
 
     On a 2-core AVX-512 Xeon the layouts are within a few percent of each other (beam 5:
     out-major 6 % slower than plain on tiny.en, as fast on base; benchmarks/HISTORY-speed.md).
