@@ -200,8 +200,8 @@ def test_dense_project_returns_the_float32_sum_unrounded():
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_half_precision_logits_are_float32_sums_in_every_loop_form(dtype):
-    """The logits a decoding loop takes (stored table, transposed table, several rows or
-    one) are summed and returned in float32 on JAX: a half-precision result would
+    """The logits a decoding loop takes (stored table or transposed table, several rows
+    or one) are summed and returned in float32 on JAX: a half-precision result would
     round logits near 30 to steps of 0.125 (bfloat16), enough to flip greedy choices."""
     backbone, _ = small_backbone(dtype=dtype)
     rng = np.random.default_rng(5)
@@ -218,7 +218,6 @@ def test_half_precision_logits_are_float32_sums_in_every_loop_form(dtype):
             "transposed": backbone.logits(
                 hidden, transposed_embeddings=backbone.transposed_token_embeddings()
             ),
-            "loop of rows": backbone.logits(hidden, out_major=True),
         }
         for form, ours in forms.items():
             ours = keras.ops.convert_to_numpy(ours)
@@ -297,9 +296,9 @@ def test_cached_decoding_matches_full_forward_pass(layout):
         )
         steps.append(keras.ops.convert_to_numpy(hidden))
     np.testing.assert_allclose(np.concatenate(steps, axis=1), reference, atol=3e-5, rtol=1e-4)
-    # The logits, out-major or not, are those of the tied embedding.
+    # The logits are those of the tied embedding.
     table = sd["decoder.token_embedding.weight"]
-    logits = backbone.logits(hidden[:, 0], out_major=out_major)
+    logits = backbone.logits(hidden[:, 0])
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(logits), reference[:, -1] @ table.T, atol=1e-4, rtol=1e-4
     )

@@ -447,7 +447,7 @@ class WhisperBackbone(Backbone):
         features = ops.cast(encoder_features, self.compute_dtype)
         return self._encode(features, training=training)
 
-    def logits(self, decoder_sequence_output, transposed_embeddings=None, out_major=False):
+    def logits(self, decoder_sequence_output, transposed_embeddings=None):
         """Next-token logits (float32) from decoder outputs, via the tied embedding.
 
         Args:
@@ -455,13 +455,12 @@ class WhisperBackbone(Backbone):
             transposed_embeddings: optional `(hidden_dim, vocabulary_size)`
                 tensor, `transposed_token_embeddings()` computed once by a
                 decoding loop: on CPU a vector-matrix product reads a table
-                in this layout about twice as fast as the stored one.
-            out_major: bool. Ignore `transposed_embeddings` and multiply the
-                stored table (decoding loops of 2 or more rows). Not as
-                `out_major_matmul`: its `(vocabulary, rows)` product, transposed
-                back, was read across its rows by every logit rule and reduction
-                that followed (XLA fuses the transpose into each of them): a
-                16-row step of base took 64 instead of 58 ms.
+                in this layout about twice as fast as the stored one. Loops of
+                several rows leave it out: their product with the stored table
+                comes out `(rows, vocabulary)`, read in order by the logit rules
+                and reductions after it (on CPUs, an out-major product's
+                transpose was fused into each of them: base's 16-row step
+                64 -> 58 ms).
 
         Returns:
             `(..., vocabulary_size)` float32 logits, `hidden @ embeddings.T`,
@@ -469,9 +468,9 @@ class WhisperBackbone(Backbone):
             round logits near 20 to steps of 0.125, enough to flip greedy
             choices).
         """
+        if transposed_embeddings is None:
+            return self.token_embedding(decoder_sequence_output, reverse=True)
         x = ops.cast(decoder_sequence_output, self.compute_dtype)
-        if transposed_embeddings is None or out_major:
-            return self.token_embedding(x, reverse=True)
         table = ops.cast(transposed_embeddings, self.compute_dtype)
         return matmul(x, table, "float32")
 

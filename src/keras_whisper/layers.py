@@ -88,19 +88,14 @@ def matmul(a, b, dtype=None, transpose_b: bool = False):
     22.8 against 1.6 ms on a 2-core AMX Xeon).
     """
     dtype = keras.backend.standardize_dtype(dtype or a.dtype)
-    if not float32_accumulation(a.dtype):
-        if _float32_result(a.dtype, dtype):
-            import jax.numpy as jnp
-
-            a, b = ops.convert_to_tensor(a), ops.convert_to_tensor(b)
-            operand = jnp.swapaxes(b, -1, -2) if transpose_b else b
-            return jnp.matmul(a, operand, preferred_element_type=jnp.float32)
+    accumulate = float32_accumulation(a.dtype)
+    if not (accumulate or _float32_result(a.dtype, dtype)):
         return ops.cast(ops.matmul(a, ops.transpose(b) if transpose_b else b), dtype)
     import jax
     import jax.numpy as jnp
 
     a, b = ops.convert_to_tensor(a), ops.convert_to_tensor(b)
-    if len(b.shape) != 2:
+    if len(b.shape) != 2 or not accumulate:
         operand = jnp.swapaxes(b, -1, -2) if transpose_b else b
         return jnp.matmul(a, operand, preferred_element_type=jnp.float32).astype(dtype)
     shape = a.shape
