@@ -145,12 +145,15 @@ def _set_torch_threads() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _compiled(model, fn: Callable, donate: tuple[int, ...] = ()) -> Callable:
+def _compiled(
+    model, fn: Callable, donate: tuple[int, ...] = (), stage: str | None = None
+) -> Callable:
     """`fn(*args)` over a Keras model's variables, as the model's backend runs it fastest.
 
     On JAX: a stateless function of the variables under `jax.jit` (donating the
     arguments at positions `donate`, e.g. a KV cache that is replaced by the
-    call's output). On PyTorch: eager, under `torch.no_grad()`.
+    call's output), compiled with the XLA options keras-whisper gives its `stage`
+    (`decoding.generate.compiler_options`). On PyTorch: eager, under `torch.no_grad()`.
     """
     import keras
 
@@ -168,7 +171,7 @@ def _compiled(model, fn: Callable, donate: tuple[int, ...] = ()) -> Callable:
         jitted = jax.jit(
             stateless,
             donate_argnums=tuple(i + 1 for i in donate),
-            compiler_options=compiler_options(),
+            compiler_options=compiler_options(stage),
         )
         state = [v.value for v in variables]
         return lambda *args: jitted(state, *args)
@@ -265,7 +268,7 @@ class KerasWhisperEngine(Engine):
             hidden, cache = backbone.decode_with_cache(token, cache, cross, index)
             return backbone.logits(hidden[:, 0]), cache
 
-        self._encode = _compiled(backbone, backbone.encode)
+        self._encode = _compiled(backbone, backbone.encode, stage="encode")
         self._step = _compiled(backbone, step, donate=(1,))
         cross_fn = _compiled(backbone, backbone.cross_attention_cache)
         prefill = _compiled(backbone, lambda t, c, x: backbone.decode_with_cache(t, c, x, 0))

@@ -151,8 +151,14 @@ def _derived_weights(backbone, layout: str):
     return value
 
 
-def compiler_options() -> dict | None:
-    """XLA options for the jitted stages (JAX only): tuned for CPUs, none elsewhere."""
+def compiler_options(stage: str | None = None) -> dict | None:
+    """XLA options for the jitted stages (JAX only): tuned for CPUs, none elsewhere.
+
+    Args:
+        stage: the stage's name. `"encode"` keeps YNNPACK's default fusions (its
+            attention is written for them); the decoding stages hand it their matrix
+            products one by one.
+    """
     import jax
 
     if jax.default_backend() != "cpu":
@@ -160,14 +166,20 @@ def compiler_options() -> dict | None:
     # XLA CPU's default copy insertion copies a loop-carried buffer that is both
     # read and updated in place (the self-attention cache), twice per step; its
     # region analysis proves the read comes first and keeps the update in place.
-    return {
-        "xla_cpu_copy_insertion_use_region_analysis": True,
-        # Matrix products through YNNPACK: measured on a 2-core AVX2 EPYC, a
-        # (1500, 384) x (384, 1536) float32 GEMM runs at 156 GFLOP/s instead of
-        # 130 with XLA's own emitter, the tiny.en encoder in 488 ms instead of
-        # 634, end to end 10-15 % faster; results equal to 1e-6.
-        "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
-    }
+    options = {"xla_cpu_copy_insertion_use_region_analysis": True}
+    if stage == "encode":
+        # YNNPACK's default fusions take each attention block's product, row maximum
+        # and exponential as one kernel (`layers.WhisperAttention._blocked`): tiny.en's
+        # encoder 174 -> 162 ms, base 401 -> 379 (2-core AVX-512 Xeon; the former
+        # attention under individual products, as below).
+        return options
+    # Matrix products through YNNPACK one by one: measured on a 2-core AVX2 EPYC, a
+    # (1500, 384) x (384, 1536) float32 GEMM runs at 156 GFLOP/s instead of 130 with
+    # XLA's own emitter, the tiny.en encoder in 488 ms instead of 634, end to end
+    # 10-15 % faster; results equal to 1e-6. The decoding loops' small products and
+    # logit rules run best this way.
+    options["xla_cpu_experimental_ynn_fusion_type"] = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+    return options
 
 
 def _jit_stateless(model_ref, name: str, fn, donate: tuple[int, ...] = ()):
@@ -191,7 +203,7 @@ def _jit_stateless(model_ref, name: str, fn, donate: tuple[int, ...] = ()):
     # compiling (seconds per stage on CPU).
     # `stateless` takes the variables' values first.
     donate_argnums = tuple(position + 1 for position in donate)
-    return compilation_cache.CachedJit(stateless, name, compiler_options(), donate_argnums)
+    return compilation_cache.CachedJit(stateless, name, compiler_options(name), donate_argnums)
 
 
 def _to_numpy(x) -> np.ndarray:
