@@ -11,6 +11,7 @@ import gc
 import importlib
 import json
 import re
+import threading
 import tracemalloc
 
 import keras
@@ -227,15 +228,54 @@ def test_the_pool_encodes_only_its_windows(tiny, monkeypatch):
     inputs = [audio_file("en_jfk.wav"), audio_file("en_cards_003.wav")]
     encoded = []
     encode = pool_module._encoder_output
-    monkeypatch.setattr(
-        pool_module, "_encoder_output", lambda b, f: encoded.append(f.shape[0]) or encode(b, f)
-    )
+
+    def spy(backbone, x):  # counts the windows given as features (not encoder outputs)
+        if x.shape[-1] == backbone.num_mels:
+            encoded.append(x.shape[0])
+        return encode(backbone, x)
+
+    monkeypatch.setattr(pool_module, "_encoder_output", spy)
     texts = [r.text for _, r in tiny.transcribe_many(inputs, batch_size=4)]
     assert encoded == ([1, 1] if pool_module._one_window_at_a_time() else [2])
     encoded.clear()
     monkeypatch.setattr(pool_module, "_one_window_at_a_time", lambda: False)
+    monkeypatch.setattr(batched, "_encode_one_at_a_time", lambda: False)
     assert [r.text for _, r in tiny.transcribe_many(inputs, batch_size=4)] == texts
     assert encoded == [2] and all(texts)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not batched._encode_one_at_a_time(), reason="encoding ahead is for JAX on a CPU"
+)
+def test_waiting_pieces_are_encoded_ahead_while_the_pool_decodes(tiny, monkeypatch):
+    # Four pieces on 2 rows: the pieces waiting are encoded on the worker thread while the
+    # pool decodes, each once; the texts are those of encoding each piece when its row
+    # frees up (no encoding ahead).
+    pool_module = importlib.import_module("keras_whisper.decoding.pool")
+    inputs = [audio_file(n) for n in ("en_sonnet001_long.wav", "en_jfk.wav", "en_cards_003.wav")]
+    threads = []
+    encode = pool_module._encoder_output
+
+    def spy(backbone, x):
+        if x.shape[-1] == backbone.num_mels:
+            threads.extend([threading.current_thread().name] * x.shape[0])
+        return encode(backbone, x)
+
+    monkeypatch.setattr(pool_module, "_encoder_output", spy)
+    ahead = [r for _, r in tiny.transcribe_many(inputs, batch_size=2)]
+    on_worker = [name for name in threads if name.startswith("keras-whisper-encoder")]
+    pieces = len(threads)
+    assert pieces >= 4 and 1 <= len(on_worker) < pieces
+    threads.clear()
+    monkeypatch.setattr(batched, "_ahead_count", lambda rows: 0)
+    alone = [r for _, r in tiny.transcribe_many(inputs, batch_size=2)]
+    assert len(threads) == pieces and not any(n.startswith("keras-whisper") for n in threads)
+    assert [r.text for r in ahead] == [r.text for r in alone] and all(r.text for r in ahead)
+    for a, b in zip(ahead, alone, strict=True):
+        assert [(s.start, s.end, s.tokens) for s in a.segments] == [
+            (s.start, s.end, s.tokens) for s in b.segments
+        ]
 
 
 @pytest.mark.parametrize("seconds", [0.0, 0.003, 1.0, 7.31, 29.99, 30.0])
@@ -329,6 +369,10 @@ def _fake_pool(calls=None, error=None):
     class FakePool:
         def __init__(self, backbone, tokenizer, options, rows, seed=None):
             self.rows, self.windows = rows, []
+            self.size = rows
+
+        def encode(self, features):
+            return features
 
         @property
         def decoding(self):

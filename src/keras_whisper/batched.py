@@ -16,8 +16,8 @@ Memory is bounded by the batch, not by the length of the files. A file (path, by
 object) is read twice, block by block: first for the VAD's speech probabilities (the model's
 state carried from block to block, so they equal those of the whole waveform), then for the
 samples of its pieces, each read only when a batch takes it. About `batch_size` pieces of 30 s
-are alive at once, plus a block per open file and the speech probabilities (one float per
-32 ms: 0.5 MB per hour). A float32 array given by the caller is only sliced, never copied.
+are alive at once (on a CPU, with the encoder outputs of the next `batch_size // 4`), plus a
+block per open file and the speech probabilities (one float per 32 ms: 0.5 MB per hour). A float32 array given by the caller is only sliced, never copied.
 
 The sequential `transcription.transcribe` stays the reference for fidelity (previous text as
 prompt, temperature fallback); this mode trades those for throughput, as faster-whisper's
@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -414,9 +415,11 @@ def transcribe_many(
 
     # Greedy decoding and sampling run on a pool of rows refilled as they finish; beam
     # search (and best_of > 1) decodes batch after batch.
-    pool = None
+    pool = ahead = None
     if options.beam_size is None and (options.best_of or 1) == 1:
         pool = DecodingPool(backbone, tokenizer, options, batch_size, seed=next(batch_seeds))
+        if _encode_one_at_a_time():
+            ahead = _EncodeAhead(pool.encode, backbone.num_mels)
 
     try:
         while True:
@@ -432,11 +435,19 @@ def transcribe_many(
                     if take(piece):
                         new.append(piece)
                 try:
-                    if new:
+                    if new and ahead is not None:
+                        encoded = ops.concatenate([ahead.take(p) for p in new], axis=0)
+                        pool.add(encoded, [p.language for p in new], new)
+                    elif new:
                         features = np.stack(
                             [window_features(p.audio, backbone.num_mels) for p in new]
                         )
                         pool.add(features, [p.language for p in new], new)
+                    if ahead is not None:
+                        # The pieces the next refills will take are encoded while the pool
+                        # decodes (it stops as soon as one to size // 8 rows finish).
+                        upcoming = list(queue)[: _ahead_count(pool.size)]
+                        ahead.submit([p for p in upcoming if take(p)])
                     finished = pool.run(pending=len(queue) + (0 if exhausted else 1))
                 except Exception as error:
                     if _is_out_of_memory(error):
@@ -498,6 +509,8 @@ def transcribe_many(
             if exhausted and not queue and not decoding and next_out == opened:
                 return
     finally:  # the caller stopped early, or an error: close the files still open
+        if ahead is not None:
+            ahead.close()
         for entry in files.values():
             if entry.reader is not None:
                 entry.reader.close()
@@ -512,6 +525,68 @@ def _encode_one_at_a_time() -> bool:
     GPUs want the whole batch at once.
     """
     return jax_on_cpu()
+
+
+def _ahead_count(rows: int) -> int:
+    """How many waiting pieces are encoded ahead while a pool of `rows` rows decodes.
+
+    A quarter of the rows (at least 2) keeps the worker busy through a pool's run; on the
+    10-minute benchmark file (2-core AVX-512 Xeon) the batched mode takes 4-8 % less time
+    than without encoding ahead (tiny.en 8 rows 8.67 -> 8.09 s, 16 rows 8.17 -> 7.81; base
+    8 rows 18.50 -> 17.05, 16 rows 18.20 -> 17.56), against 1 % for an eighth.
+    """
+    return max(2, rows // 4)
+
+
+class _EncodeAhead:
+    """Encoder outputs of the pieces waiting next, made on a second thread (JAX on a CPU).
+
+    While the pool decodes (steps of small products that wait on memory), one worker
+    thread encodes the pieces the next refills will take (large products): side by side on
+    2 cores the two take less time than one after the other (base, 16 rows: 5.3 against
+    5.6 s for a pool's run and six encoder windows). Features are made on the calling
+    thread, in queue order; a piece taken before its encoding was asked for is encoded on
+    the spot. Outputs are kept until their piece is taken: `_ahead_count(batch_size)`
+    windows' worth.
+
+    Args:
+        encode: log-mel features `(n, frames, num_mels)` -> encoder outputs, as the pool's
+            `add` takes them (`DecodingPool.encode`).
+        num_mels: the model's number of mel bands.
+    """
+
+    def __init__(self, encode: Callable, num_mels: int):
+        self._encode, self._num_mels = encode, num_mels
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="keras-whisper-encoder")
+        self._futures: dict[int, tuple[_Piece, Future]] = {}
+
+    def _features(self, piece: _Piece) -> np.ndarray:
+        return window_features(piece.audio, self._num_mels)[None]
+
+    def _encode_and_wait(self, features: np.ndarray):
+        import jax
+
+        # Waits here, on the worker, for the encoder to finish.
+        return jax.block_until_ready(self._encode(features))
+
+    def submit(self, pieces: list[_Piece]) -> None:
+        """Start encoding `pieces` (their samples read) unless already started."""
+        for piece in pieces:
+            if id(piece) not in self._futures:
+                job = self._executor.submit(self._encode_and_wait, self._features(piece))
+                self._futures[id(piece)] = (piece, job)
+
+    def take(self, piece: _Piece):
+        """The encoder output `(1, positions, hidden_dim)` of `piece` (its samples read)."""
+        entry = self._futures.pop(id(piece), None)
+        if entry is None:
+            return self._encode(self._features(piece))
+        return entry[1].result()  # re-raises the worker's error, e.g. out of memory
+
+    def close(self) -> None:
+        """Drop the outputs not taken; wait for the encoding under way (if any)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._futures.clear()
 
 
 def _short_batch(backbone, features: np.ndarray, batch_size: int):

@@ -346,7 +346,7 @@ class DecodingPool:
         free = [r for r in range(self.size) if self._payloads[r] is None][:count]
         if _one_window_at_a_time():
             for i, r in enumerate(free):
-                self._insert(_encoder_output(self.backbone, features[i : i + 1]), [r])
+                self._insert(self.encode(features[i : i + 1]), [r])
         else:
             size = min(s for s in self.sizes if s >= count)
             # Padded by repeating the last window: its row is written twice, identically.
@@ -364,6 +364,24 @@ class DecodingPool:
             self._no_speech[r] = 0.0
             self._payloads[r] = payload
             self._languages[r] = language or self.options.language or "en"
+
+    def encode(self, features):
+        """The encoder outputs `add` takes in place of the windows' features.
+
+        On JAX/CPU one window at a time (the sequential mode's encoder, compiled once);
+        elsewhere as one batch (compiled per number of windows). Encoder outputs are
+        returned as they are.
+
+        Args:
+            features: log-mel features `(n, 3000, num_mels)`, or encoder outputs.
+
+        Returns:
+            The encoder outputs `(n, 1500, hidden_dim)`.
+        """
+        if _one_window_at_a_time() and int(features.shape[0]) > 1:
+            windows = [self.encode(features[i : i + 1]) for i in range(int(features.shape[0]))]
+            return ops.concatenate(windows, axis=0)
+        return _encoder_output(self.backbone, features)
 
     def _insert(self, encoder_output, rows: list[int]) -> None:
         """Write the cross-attention keys and values of windows into `rows` (in place)."""
