@@ -149,7 +149,8 @@ def provenance(command: str, foreign_cpus: float, quick: bool) -> str:
     if quick:
         notes.append("**Quick run: too few repetitions to rely on.**")
     return (
-        f"_Measured {now} with `{command}` at commit {git_commit()}; other processes kept "
+        f"_Measured {now} on {cpu_model()} with `{command}` at commit {git_commit()}; "
+        "other processes kept "
         f"{foreign_cpus:.2f} of the 2 benchmark CPUs busy on average meanwhile._ " + " ".join(notes)
     ).rstrip()
 
