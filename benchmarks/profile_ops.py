@@ -64,6 +64,12 @@ def exclusive_times(trace_dir: str) -> dict[str, list[float]]:
 
     (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
     totals: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
+
+    def close(item: list) -> None:
+        entry = totals[item[1]]
+        entry[0] += (item[3] - item[2]) / 1e6
+        entry[1] += 1
+
     for plane in ProfileData.from_file(path).planes:
         for line in plane.lines:
             if "XLAEigen" not in line.name:
@@ -74,12 +80,6 @@ def exclusive_times(trace_dir: str) -> dict[str, list[float]]:
             )
             # Events on a thread nest: a stack of [end, name, children's time, duration].
             stack: list[list] = []
-
-            def close(item: list) -> None:
-                entry = totals[item[1]]
-                entry[0] += (item[3] - item[2]) / 1e6
-                entry[1] += 1
-
             for start, end, name in events:
                 while stack and stack[-1][0] <= start:
                     close(stack.pop())
@@ -110,6 +110,7 @@ def main() -> None:
         def call():
             return jax.block_until_ready(generation.encode(backbone, features))
 
+        call()  # compiles
         steps = None
     else:
         encoder_output = generation.encode(backbone, features)
@@ -120,9 +121,8 @@ def main() -> None:
 
         # The best candidate's tokens and its end of text (a beam search may run a
         # few steps longer, until it has enough finished candidates).
-        steps = len(call()[0].tokens) + 1
+        steps = len(call()[0].tokens) + 1  # (this first call compiles)
 
-    call()  # compiles
     started = time.perf_counter()
     for _ in range(args.repeats):
         call()

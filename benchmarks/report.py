@@ -149,9 +149,9 @@ def provenance(command: str, foreign_cpus: float, quick: bool) -> str:
     if quick:
         notes.append("**Quick run: too few repetitions to rely on.**")
     return (
-        f"_Measured {now} on {cpu_model()} with `{command}` at commit {git_commit()}; "
-        "other processes kept "
-        f"{foreign_cpus:.2f} of the 2 benchmark CPUs busy on average meanwhile._ " + " ".join(notes)
+        f"_Measured {now} on {cpu_model()} with `{command}` at commit {git_commit()}; other "
+        f"processes kept {foreign_cpus:.2f} of the 2 benchmark CPUs busy on average "
+        "meanwhile._ " + " ".join(notes)
     ).rstrip()
 
 

@@ -17,7 +17,8 @@ object) is read twice, block by block: first for the VAD's speech probabilities 
 state carried from block to block, so they equal those of the whole waveform), then for the
 samples of its pieces, each read only when a batch takes it. About `batch_size` pieces of 30 s
 are alive at once (on a CPU, with the encoder outputs of the next `batch_size // 4`), plus a
-block per open file and the speech probabilities (one float per 32 ms: 0.5 MB per hour). A float32 array given by the caller is only sliced, never copied.
+block per open file and the speech probabilities (one float per 32 ms: 0.5 MB per hour).
+A float32 array given by the caller is only sliced, never copied.
 
 The sequential `transcription.transcribe` stays the reference for fidelity (previous text as
 prompt, temperature fallback); this mode trades those for throughput, as faster-whisper's
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -446,7 +448,8 @@ def transcribe_many(
                     if ahead is not None:
                         # The pieces the next refills will take are encoded while the pool
                         # decodes (it stops as soon as one to size // 8 rows finish).
-                        upcoming = list(queue)[: _ahead_count(pool.size)]
+                        # (A copy of the queue's head: `take` may drop a failed file's pieces.)
+                        upcoming = list(itertools.islice(queue, _ahead_count(pool.size)))
                         ahead.submit([p for p in upcoming if take(p)])
                     finished = pool.run(pending=len(queue) + (0 if exhausted else 1))
                 except Exception as error:
