@@ -504,6 +504,30 @@ class WhisperBackbone(Backbone):
         )
         return out_major_values(cache) if out_major else cache
 
+    def cross_attention_scores(self, token_ids, cross_cache):
+        """The decoder over whole token sequences, with every layer's cross-attention scores.
+
+        What word-level timestamps align with (`keras_whisper.alignment`): one
+        uncached pass, as OpenAI's `find_alignment` makes.
+
+        Args:
+            token_ids: `(batch, length)` int token ids.
+            cross_cache: `cross_attention_cache(encoder_output)`.
+
+        Returns:
+            `(logits, scores)`: `(batch, length, vocabulary_size)` float32 logits,
+            and a tuple with one `(batch, num_heads, length, encoder_length)`
+            float32 array per decoder layer: the scaled scores before the softmax.
+        """
+        x = self.token_embedding(token_ids)
+        x = self.decoder_position_embedding(self._stream(x))
+        mask = self.decoder_attention_mask(ops.ones_like(token_ids))
+        scores = []
+        for layer, cache in zip(self.decoder_transformer_layers, cross_cache, strict=True):
+            x, layer_scores = layer.call_with_cross_scores(x, cache, mask)
+            scores.append(layer_scores)
+        return self.logits(self.decoder_layer_norm(x)), tuple(scores)
+
     @property
     def cache_dtype(self) -> str:
         """The dtype of the decoding caches: the compute dtype, but float32 for bfloat16

@@ -661,6 +661,7 @@ class WhisperAttention(keras.layers.Layer):
         group=1,
         step=None,
         out_major=False,
+        return_scores=False,
     ):
         """Attention of projected `query_inputs` over already projected keys/values.
 
@@ -680,6 +681,9 @@ class WhisperAttention(keras.layers.Layer):
                 key_length)` (`out_major_values`), and both attention products
                 are computed out-major too (cross-attention of a few rows on
                 CPUs: tiny.en and base 17-27 % faster).
+            return_scores: bool. Also return the scaled scores before the softmax,
+                `(batch // group, heads, group * length, key_length)` float32 (what
+                word-level timestamps align with).
         """
         query_weights, output_weights = (None, None) if step is None else step
         query = self._project_query(query_inputs, group, query_weights, out_major)
@@ -697,7 +701,8 @@ class WhisperAttention(keras.layers.Layer):
             context = ops.swapaxes(layout_barrier(context), 2, 3)
         else:
             context = einsum("bhqk,bhkd->bhqd", weights, values)
-        return self._output(context, group, output_weights, out_major)
+        output = self._output(context, group, output_weights, out_major)
+        return (output, scores) if return_scores else output
 
     def attend_with_cache(
         self,
@@ -957,6 +962,30 @@ class WhisperDecoderBlock(_Block):
         )
         x = self._add(x, h, training=training)
         return self._feedforward(x, training=training)
+
+    def call_with_cross_scores(self, x, cross_cache, self_attention_mask=None):
+        """`call` over projected cross-attention keys and values, with their scores.
+
+        Args:
+            x: `(batch, length, hidden_dim)`.
+            cross_cache: `(keys, values)` of the encoder output, each `(batch, heads,
+                encoder_length, head_dim)` (`WhisperBackbone.cross_attention_cache`).
+            self_attention_mask: as `call`'s.
+
+        Returns:
+            `(outputs, scores)`: the block's outputs, and its cross-attention scores
+            before the softmax, `(batch, heads, length, encoder_length)` float32.
+        """
+        x = to_residual(x, self.compute_dtype)
+        h = self.self_attention(
+            self.self_attention_layer_norm(x), attention_mask=self_attention_mask
+        )
+        x = self._add(x, h)
+        h, scores = self.cross_attention.attend(
+            self.cross_attention_layer_norm(x), *cross_cache, return_scores=True
+        )
+        x = self._add(x, h)
+        return self._feedforward(x), scores
 
     def step_weights(self, out_major=False):
         """This block's weights prepared for decoding steps (`StepWeights`).

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_whisper import alignment, preset_io
 from keras_whisper.audio import WhisperAudioConverter, load_audio
 from keras_whisper.backbone import WhisperBackbone
 from keras_whisper.batched import transcribe_batched, transcribe_many, window_features
@@ -30,6 +31,10 @@ class WhisperSpeechToText(keras.Model):
         tokenizer: a `WhisperTokenizer` (needed for `generate`/`transcribe`).
         audio_converter: a `WhisperAudioConverter`; defaults to one with the
             backbone's number of mel bins.
+        alignment_heads: the `(layer, head)` pairs of the decoder's cross-attention
+            that follow the speech, for `transcribe(word_timestamps=True)`;
+            `from_preset` reads them from the preset (`None`: every head of the
+            second half of the decoder's layers).
 
     Examples:
     ```python
@@ -46,6 +51,7 @@ class WhisperSpeechToText(keras.Model):
         backbone: WhisperBackbone,
         tokenizer: WhisperTokenizer | None = None,
         audio_converter: WhisperAudioConverter | None = None,
+        alignment_heads=None,
         **kwargs,
     ):
         inputs = backbone.input
@@ -55,6 +61,11 @@ class WhisperSpeechToText(keras.Model):
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.audio_converter = audio_converter or WhisperAudioConverter(num_mels=backbone.num_mels)
+        self.alignment_heads = None
+        if alignment_heads is not None:
+            self.alignment_heads = alignment.check_alignment_heads(
+                alignment_heads, len(backbone.decoder_transformer_layers), backbone.num_heads
+            )
 
     @classmethod
     def from_preset(cls, preset: str, load_weights: bool = True, **kwargs) -> WhisperSpeechToText:
@@ -69,7 +80,8 @@ class WhisperSpeechToText(keras.Model):
         backbone = WhisperBackbone.from_preset(preset, load_weights=load_weights, **kwargs)
         tokenizer = WhisperTokenizer.from_preset(preset)
         audio_converter = WhisperAudioConverter.from_preset(preset)
-        return cls(backbone, tokenizer, audio_converter)
+        heads = alignment.read_alignment_heads(preset_io.preset_dir_for(preset))
+        return cls(backbone, tokenizer, audio_converter, alignment_heads=heads)
 
     def save_to_preset(self, preset_dir, overwrite: bool = False) -> None:
         """Save backbone, tokenizer and audio converter as one preset directory."""
@@ -77,6 +89,8 @@ class WhisperSpeechToText(keras.Model):
         if self.tokenizer is not None:
             self.tokenizer.save_to_preset(preset_dir, overwrite=overwrite)
         self.audio_converter.save_to_preset(preset_dir, overwrite=overwrite)
+        if self.alignment_heads is not None:
+            alignment.write_alignment_heads(preset_dir, self.alignment_heads)
 
     def _require_tokenizer(self) -> WhisperTokenizer:
         if self.tokenizer is None:
@@ -148,9 +162,15 @@ class WhisperSpeechToText(keras.Model):
         """
         tokenizer = self._require_tokenizer()
         if batch_size is not None:
+            if kwargs.get("word_timestamps"):
+                raise ValueError(
+                    "word_timestamps=True works in the sequential mode: leave batch_size "
+                    "out (the batched mode decodes without timestamps)."
+                )
             return transcribe_batched(
                 self.backbone, tokenizer, audio, batch_size=batch_size, **kwargs
             )
+        kwargs.setdefault("alignment_heads", self.alignment_heads)
         return transcribe(self.backbone, tokenizer, audio, **kwargs)
 
     def transcribe_many(self, inputs, batch_size: int = 8, **kwargs: Any):
@@ -172,4 +192,5 @@ class WhisperSpeechToText(keras.Model):
 
     def transcribe_segments(self, audio, **kwargs: Any):
         """Like `transcribe`, but returns `(segment generator, info)` to stream."""
+        kwargs.setdefault("alignment_heads", self.alignment_heads)
         return transcribe_segments(self.backbone, self._require_tokenizer(), audio, **kwargs)

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from keras_whisper import alignment
+from keras_whisper.alignment import Word
 from keras_whisper.audio import (
     FRAMES_PER_SECOND,
     HOP_LENGTH,
@@ -39,7 +41,13 @@ from keras_whisper.audio import (
     log_mel_spectrogram,
     pad_or_trim,
 )
-from keras_whisper.decoding import DecodingOptions, DecodingResult, detect_language, generate
+from keras_whisper.decoding import (
+    DecodingOptions,
+    DecodingResult,
+    detect_language,
+    encode,
+    generate,
+)
 
 INPUT_STRIDE = 2  # mel frames per encoder position (= per timestamp step of 0.02 s)
 TIME_PRECISION = INPUT_STRIDE * HOP_LENGTH / SAMPLE_RATE  # 0.02 s
@@ -59,6 +67,7 @@ class Segment:
     avg_logprob: float
     compression_ratio: float
     no_speech_prob: float
+    words: list[Word] | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -271,6 +280,10 @@ def transcribe_segments(
     vad_options: Any = None,
     progress: Callable[[float], None] | None = None,
     seed: int | None = None,
+    word_timestamps: bool = False,
+    alignment_heads: Sequence[tuple[int, int]] | None = None,
+    prepend_punctuations: str = alignment.PREPEND_PUNCTUATIONS,
+    append_punctuations: str = alignment.APPEND_PUNCTUATIONS,
     **decode_options: Any,
 ) -> tuple[Iterator[Segment], TranscriptionInfo]:
     """Transcribe audio of any length, yielding segments as windows are decoded.
@@ -306,6 +319,16 @@ def transcribe_segments(
         seed: int. Seeds the sampling of the temperature fallback: the same seed,
             audio and options give the same transcript. `None` (default) draws
             fresh samples each run, as openai-whisper does.
+        word_timestamps: give every segment its `words` (`alignment.Word`: text,
+            start, end, probability), from the decoder's cross-attention aligned
+            with the audio (`keras_whisper.alignment`); segments' ends snap to their
+            words, and the next window starts after the last word (as openai-whisper
+            and faster-whisper do). One more decoder pass per window.
+        alignment_heads: the `(layer, head)` pairs whose cross-attention follows
+            the speech; `None` takes every head of the second half of the decoder's
+            layers (`WhisperSpeechToText` passes its preset's heads).
+        prepend_punctuations, append_punctuations: with `word_timestamps`, the
+            marks joined to the word after, or before, them.
         **decode_options: `DecodingOptions` fields (beam_size, best_of,
             patience, length_penalty, suppress_tokens, suppress_blank,
             without_timestamps, max_initial_timestamp, prefix).
@@ -355,6 +378,7 @@ def transcribe_segments(
         seek = 0
         all_tokens: list[int] = []
         prompt_reset_since = 0
+        last_speech = 0.0  # where the last word ended (word timestamps)
         if initial_prompt:
             all_tokens.extend(tokenizer.encode(" " + initial_prompt.strip()))
         next_id = 0
@@ -372,11 +396,14 @@ def transcribe_segments(
                     progress(min(seek, content_frames) / FRAMES_PER_SECOND)
                 continue
             window = pad_or_trim(mel[seek : seek + segment_size], N_FRAMES, axis=0)
+            window = window[None].astype("float32")
+            if word_timestamps:
+                window = encode(backbone, window)  # decoded, then aligned with
             prompt = all_tokens[prompt_reset_since:]
             result = decode_with_fallback(
                 backbone,
                 tokenizer,
-                window[None].astype("float32"),
+                window,
                 dataclasses.replace(options, prompt=prompt or None),
                 temperatures,
                 compression_ratio_threshold,
@@ -394,17 +421,54 @@ def transcribe_segments(
 
             pieces, advance = split_segments(result.tokens, ts_begin, time_offset, segment_size)
             seek += advance
+            pieces = [{"start": a, "end": b, "tokens": t, "words": None} for a, b, t in pieces]
+            if word_timestamps:
+                found = alignment.find_alignment(
+                    backbone,
+                    tokenizer,
+                    window,
+                    [t for piece in pieces for t in piece["tokens"] if t < tokenizer.eot],
+                    segment_size,
+                    sot_sequence=tokenizer.sot_sequence(options.language, options.task),
+                    language=options.language,
+                    heads=alignment_heads,
+                )
+                last_speech = alignment.add_word_timestamps(
+                    pieces,
+                    found,
+                    time_offset,
+                    last_speech,
+                    tokenizer.eot,
+                    prepend_punctuations,
+                    append_punctuations,
+                )
+                # Unless the window ended on a lone timestamp, the next one starts
+                # after the last word (which may lie past the last timestamp pair).
+                single_timestamp_ending = [t >= ts_begin for t in result.tokens[-2:]] == [
+                    False,
+                    True,
+                ]
+                last_word_end = _last_word_end(pieces)
+                if not single_timestamp_ending and last_word_end is not None:
+                    if last_word_end > time_offset:
+                        seek = round(last_word_end * FRAMES_PER_SECOND)
+                if last_word_end is not None:
+                    last_speech = last_word_end
 
-            for start, end, piece in pieces:
-                text_tokens = [int(t) for t in piece if t < tokenizer.eot]
+            for piece in pieces:
+                start, end, words = piece["start"], piece["end"], piece["words"]
+                text_tokens = [int(t) for t in piece["tokens"] if t < tokenizer.eot]
                 text = tokenizer.decode(text_tokens)
                 if start == end or not text.strip():
                     continue  # nothing said: no segment (faster-whisper), no prompt tokens
-                kept = [int(t) for t in piece]
+                kept = [int(t) for t in piece["tokens"]]
                 all_tokens.extend(kept)
                 if timeline is not None:
                     start = timeline.original_time(start)
                     end = timeline.original_time(end, is_end=True)
+                    if words:
+                        words = [_restore_word(timeline, w) for w in words]
+                        start, end = words[0].start, words[-1].end
                 segment = Segment(
                     id=next_id,
                     seek=int(window_start),
@@ -416,6 +480,7 @@ def transcribe_segments(
                     avg_logprob=result.avg_logprob,
                     compression_ratio=result.compression_ratio,
                     no_speech_prob=result.no_speech_prob,
+                    words=words,
                 )
                 next_id += 1
                 yield segment
@@ -426,6 +491,25 @@ def transcribe_segments(
 
     info = TranscriptionInfo(language, language_probability, duration)
     return segments(), info
+
+
+def _last_word_end(pieces: list[dict]) -> float | None:
+    """The end of the last word of a window's segments, else of its last segment."""
+    for piece in reversed(pieces):
+        if piece["words"]:
+            return piece["words"][-1].end
+    return pieces[-1]["end"] if pieces else None
+
+
+def _restore_word(timeline, word: Word) -> Word:
+    """`word` with its times on the original audio: both ends through the speech
+    chunk its middle falls in (faster-whisper's rule)."""
+    chunk = timeline.chunk_index((word.start + word.end) / 2)
+    return dataclasses.replace(
+        word,
+        start=timeline.original_time(word.start, chunk),
+        end=timeline.original_time(word.end, chunk),
+    )
 
 
 def transcribe(backbone, tokenizer, audio, **kwargs: Any) -> TranscriptionResult:

