@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--without-timestamps", action="store_true")
     run.add_argument(
+        "--word-timestamps",
+        action="store_true",
+        help="times of every word (in the json output; sequential mode)",
+    )
+    run.add_argument(
         "--output-format", default="all", choices=(*OUTPUT_FORMATS, "all"), help="file format(s)"
     )
     run.add_argument("--output-dir", default=".", help="where transcripts are written")
@@ -122,6 +127,7 @@ def _sequential(model, path, args, temperatures, decode_options):
             condition_on_previous_text=args.condition_on_previous_text,
             vad_filter=args.vad_filter,
             seed=args.seed,
+            word_timestamps=args.word_timestamps,
             **decode_options,
         )
         bar = tqdm(
@@ -182,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size is not None:
         if args.batch_size < 1:
             print("keras-whisper: --batch-size must be at least 1.", file=sys.stderr)
+            return 2
+        if args.word_timestamps:
+            print(
+                "keras-whisper: --word-timestamps works in the sequential mode; "
+                "leave out --batch-size.",
+                file=sys.stderr,
+            )
             return 2
         decode_options.pop("best_of", None)  # no temperature fallback in the batched mode
         outcomes = model.transcribe_many(
