@@ -139,35 +139,37 @@ def dynamic_time_warping(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Steps go one token and one frame on (diagonal), one token on, or one frame on;
     ties prefer the frame step, then the token step, as openai-whisper's `dtw`. The
     cells of one anti-diagonal depend only on the two before it, so each anti-diagonal
-    is computed at once (in float32, the reference's arithmetic).
+    is computed at once (in float32, the reference's arithmetic), on arrays stored by
+    anti-diagonal (`[i + j, i]`) so that its neighbours are plain slices.
 
     Returns:
         `(token_indices, frame_indices)`: the path, in order.
     """
     cost = np.asarray(cost, dtype=np.float32)
     n, m = cost.shape
-    total = np.full((n + 1, m + 1), np.inf, dtype=np.float32)
-    total[0, 0] = 0.0
-    trace = np.zeros((n + 1, m + 1), dtype=np.int8)
+    # total[i, j] (the cheapest path to cell (i - 1, j - 1); row and column 0 are the
+    # start) is kept at totals[i + j, i]; the step taken into it at steps[i + j, i].
+    totals = np.full((n + m + 1, n + 1), np.inf, dtype=np.float32)
+    totals[0, 0] = 0.0
+    steps = np.zeros((n + m + 1, n + 1), dtype=np.int8)
+    skewed = np.zeros((n + m + 1, n + 1), dtype=np.float32)
+    rows, cols = np.meshgrid(np.arange(1, n + 1), np.arange(1, m + 1), indexing="ij")
+    skewed[rows + cols, rows] = cost
     for diagonal in range(2, n + m + 1):
-        i = np.arange(max(1, diagonal - m), min(n, diagonal - 1) + 1)
-        j = diagonal - i
-        c0 = total[i - 1, j - 1]  # diagonal step
-        c1 = total[i - 1, j]  # token step
-        c2 = total[i, j - 1]  # frame step
-        step = np.where((c0 < c1) & (c0 < c2), 0, np.where((c1 < c0) & (c1 < c2), 1, 2)).astype(
-            np.int8
-        )
+        lo, hi = max(1, diagonal - m), min(n, diagonal - 1)
+        c0 = totals[diagonal - 2, lo - 1 : hi]  # diagonal step, from (i - 1, j - 1)
+        c1 = totals[diagonal - 1, lo - 1 : hi]  # token step, from (i - 1, j)
+        c2 = totals[diagonal - 1, lo : hi + 1]  # frame step, from (i, j - 1)
+        step = np.where((c0 < c1) & (c0 < c2), 0, np.where((c1 < c0) & (c1 < c2), 1, 2))
         best = np.where(step == 0, c0, np.where(step == 1, c1, c2))
-        total[i, j] = cost[i - 1, j - 1] + best
-        trace[i, j] = step
-    trace[0, :] = 2
-    trace[:, 0] = 1
+        totals[diagonal, lo : hi + 1] = skewed[diagonal, lo : hi + 1] + best
+        steps[diagonal, lo : hi + 1] = step
     path = []
     i, j = n, m
     while i > 0 or j > 0:
         path.append((i - 1, j - 1))
-        step = trace[i, j]
+        # Along the first row only frame steps remain, along the first column token steps.
+        step = 2 if i == 0 else 1 if j == 0 else steps[i + j, i]
         if step == 0:
             i, j = i - 1, j - 1
         elif step == 1:
