@@ -243,3 +243,33 @@ def test_cross_attention_scores_pass_is_the_models_forward_pass(small_config):
     )
     heads, length = small_config["num_heads"], 8  # 16 frames, stride 2
     assert [tuple(s.shape) for s in scores] == [(1, heads, 5, length)] * small_config["num_layers"]
+
+
+@pytest.mark.slow
+def test_words_map_back_through_the_vad_timeline(tiny):
+    pytest.importorskip("silero_vad", reason="pip install 'keras-whisper[vad]'")
+    from keras_whisper.audio import load_audio
+
+    speech = load_audio(audio_file("en_jfk.wav"))
+    silence = np.zeros(5 * 16000, np.float32)
+    plain = tiny.transcribe(speech, word_timestamps=True)
+    padded = tiny.transcribe(
+        np.concatenate([silence, speech]), word_timestamps=True, vad_filter=True
+    )
+    # (The VAD's cut may change a final full stop.)
+    assert [w.word.strip(".") for s in padded.segments for w in s.words] == [
+        w.word.strip(".") for s in plain.segments for w in s.words
+    ]
+    # The words land where the speech is in the padded audio: 5 s later, give or take
+    # where the VAD cut the speech (its padding) and the alignment's frames.
+    shifts = [
+        b.start - a.start
+        for a, b in zip(
+            [w for s in plain.segments for w in s.words],
+            [w for s in padded.segments for w in s.words],
+            strict=True,
+        )
+    ]
+    assert np.median(shifts) == pytest.approx(5.0, abs=0.3)
+    for segment in padded.segments:
+        assert (segment.start, segment.end) == (segment.words[0].start, segment.words[-1].end)

@@ -507,8 +507,8 @@ def _restore_word(timeline, word: Word) -> Word:
     chunk = timeline.chunk_index((word.start + word.end) / 2)
     return dataclasses.replace(
         word,
-        start=timeline.original_time(word.start, chunk),
-        end=timeline.original_time(word.end, chunk),
+        start=round(timeline.original_time(word.start, chunk), 3),
+        end=round(timeline.original_time(word.end, chunk), 3),
     )
 
 
