@@ -32,8 +32,9 @@ MEDIAN_FILTER_WIDTH = 7
 FRAMES_PER_TOKEN_STEP = 2  # mel frames per encoder position
 SECONDS_PER_POSITION = 0.02  # one encoder position: 2 mel hops of 10 ms
 SENTENCE_END_MARKS = ".\u3002!\uff01?\uff1f"
-# Token sequences are padded to a multiple of this before the compiled pass.
-LENGTH_BUCKET = 32
+# Token sequences are padded to the first of these that holds them (else to the decoder's
+# context) before the compiled pass: at most five compilations per model.
+LENGTH_BUCKETS = (32, 64, 128, 256)
 
 
 @dataclasses.dataclass
@@ -199,8 +200,9 @@ def _alignment_outputs(backbone, encoder_output, tokens, targets, heads, eot):
     layer_ids = tuple(int(layer) for layer, _ in heads)
     head_ids = tuple(int(head) for _, head in heads)
     length = len(tokens)
-    padded = -(-length // LENGTH_BUCKET) * LENGTH_BUCKET
-    padded = min(padded, backbone.max_decoder_sequence_length)
+    limit = backbone.max_decoder_sequence_length
+    padded = next((b for b in LENGTH_BUCKETS if length <= b), limit)
+    padded = max(min(padded, limit), length)
     token_array = np.full((1, padded), eot, dtype="int32")
     token_array[0, :length] = tokens
     target_array = np.zeros((padded,), dtype="int32")
