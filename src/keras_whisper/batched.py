@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from keras import ops
 
+from keras_whisper import alignment
 from keras_whisper.audio import (
     HOP_LENGTH,
     N_FFT,
@@ -184,6 +185,7 @@ class _Piece:
     offset: float  # start on the file's speech timeline (s)
     duration: float
     language: str | None
+    encoded: Any = None  # its encoder output, kept until aligned (word timestamps)
 
 
 @dataclasses.dataclass
@@ -242,6 +244,10 @@ def transcribe_many(
     vad_options: Any = None,
     progress: Callable[[float], None] | None = None,
     seed: int | None = None,
+    word_timestamps: bool = False,
+    alignment_heads: Any = None,
+    prepend_punctuations: str = alignment.PREPEND_PUNCTUATIONS,
+    append_punctuations: str = alignment.APPEND_PUNCTUATIONS,
     **decode_options: Any,
 ) -> Iterator[tuple[Any, TranscriptionResult | Exception]]:
     """Transcribe many files (or one long one) in batches of speech pieces.
@@ -277,6 +283,13 @@ def transcribe_many(
         progress: called with the seconds of audio (of all files) finished so far.
         seed: int. Seeds the sampling when `temperature > 0`: the same seed, inputs and
             options give the same transcripts. `None` (default) draws fresh samples.
+        word_timestamps: give every segment its `words` (`keras_whisper.alignment`):
+            each piece is aligned with its audio once decoded (its encoder output is
+            kept until then: one more `(1500, hidden_dim)` array per row).
+        alignment_heads: the decoder's `(layer, head)` pairs that follow the speech
+            (`None`: the second half of its layers).
+        prepend_punctuations, append_punctuations: with `word_timestamps`, the marks
+            joined to the word after, or before, them.
         **decode_options: `DecodingOptions` fields: `temperature` (one value: there is
             no fallback in this mode), `beam_size`, `patience`, `length_penalty`,
             `suppress_tokens`, `suppress_blank`, `max_initial_timestamp`, `prefix`.
@@ -412,8 +425,36 @@ def transcribe_many(
         if rest is not None:
             entry.pieces += 1
             queue.appendleft(rest)
-        piece.audio = None
-        entry.results[piece.index] = (piece, result, rest is not None)
+        segments = _piece_segments(piece, result, rest is not None, tokenizer, options)
+        if word_timestamps:
+            found = alignment.find_alignment(
+                backbone,
+                tokenizer,
+                piece.encoded,
+                [t for segment in segments for t in segment["tokens"] if t < tokenizer.eot],
+                int(round(piece.duration * 100)),
+                sot_sequence=tokenizer.sot_sequence(piece.language, task),
+                language=piece.language,
+                heads=alignment_heads,
+            )
+            # Pieces join end to end on the speech timeline: no pause before one.
+            alignment.add_word_timestamps(
+                segments,
+                found,
+                piece.offset,
+                piece.offset,
+                tokenizer.eot,
+                prepend_punctuations,
+                append_punctuations,
+            )
+        piece.audio = piece.encoded = None
+        entry.results[piece.index] = (piece, result, segments)
+
+    def keep_encoded(pieces: list[_Piece], encoded) -> None:
+        """With word timestamps, each piece keeps its encoder output until aligned."""
+        if word_timestamps:
+            for row, piece in enumerate(pieces):
+                piece.encoded = encoded[row : row + 1]
 
     # Greedy decoding and sampling run on a pool of rows refilled as they finish; beam
     # search (and best_of > 1) decodes batch after batch.
@@ -439,11 +480,15 @@ def transcribe_many(
                 try:
                     if new and ahead is not None:
                         encoded = ops.concatenate([ahead.take(p) for p in new], axis=0)
+                        keep_encoded(new, encoded)
                         pool.add(encoded, [p.language for p in new], new)
                     elif new:
                         features = np.stack(
                             [window_features(p.audio, backbone.num_mels) for p in new]
                         )
+                        if word_timestamps:
+                            features = encode(backbone, features)
+                            keep_encoded(new, features)
                         pool.add(features, [p.language for p in new], new)
                     if ahead is not None:
                         # The pieces the next refills will take are encoded while the pool
@@ -479,6 +524,9 @@ def transcribe_many(
                     try:
                         if len(rows) < batch_size or _encode_one_at_a_time():
                             features = _short_batch(backbone, features[: len(rows)], batch_size)
+                        elif word_timestamps:
+                            features = encode(backbone, features)
+                        keep_encoded(rows, features)
                         results = generate(
                             backbone,
                             tokenizer,
@@ -627,46 +675,59 @@ def _remainder(piece: _Piece, result, timestamp_begin: int, index: int) -> _Piec
     )
 
 
+def _piece_segments(piece: _Piece, result, cut: bool, tokenizer, options) -> list[dict]:
+    """A decoded piece's segments on the speech timeline: `{"start", "end", "tokens",
+    "words"}` (`words` filled by the alignment, with word timestamps)."""
+    frames = int(round(piece.duration * 100))
+    if options.without_timestamps:
+        pieces = [(piece.offset, piece.offset + piece.duration, list(result.tokens))]
+    else:
+        pieces, _ = split_segments(result.tokens, tokenizer.timestamp_begin, piece.offset, frames)
+        # The sequential loop would seek back to the last timestamp pair; here the
+        # tokens after it are the rest of the piece.
+        used = sum(len(tokens) for _, _, tokens in pieces)
+        if used < len(result.tokens) and not cut:
+            start = pieces[-1][1] if pieces else piece.offset
+            pieces.append((start, piece.offset + piece.duration, list(result.tokens[used:])))
+    return [{"start": a, "end": b, "tokens": t, "words": None} for a, b, t in pieces]
+
+
 def _file_result(
     entry: _File, tokenizer, options, no_speech_threshold, logprob_threshold
 ) -> TranscriptionResult:
     segments: list[Segment] = []
-    for piece, result, cut in sorted(entry.results.values(), key=lambda item: item[0].offset):
+    timeline = entry.timeline
+    for piece, result, found in sorted(entry.results.values(), key=lambda item: item[0].offset):
         if (
             no_speech_threshold is not None
             and result.no_speech_prob > no_speech_threshold
             and (logprob_threshold is None or result.avg_logprob < logprob_threshold)
         ):
             continue
-        frames = int(round(piece.duration * 100))
-        if options.without_timestamps:
-            pieces = [(piece.offset, piece.offset + piece.duration, list(result.tokens))]
-        else:
-            pieces, _ = split_segments(
-                result.tokens, tokenizer.timestamp_begin, piece.offset, frames
-            )
-            # The sequential loop would seek back to the last timestamp pair; here the
-            # tokens after it are the rest of the piece.
-            used = sum(len(tokens) for _, _, tokens in pieces)
-            if used < len(result.tokens) and not cut:
-                start = pieces[-1][1] if pieces else piece.offset
-                pieces.append((start, piece.offset + piece.duration, list(result.tokens[used:])))
-        for start, end, tokens in pieces:
+        for segment in found:
+            tokens = segment["tokens"]
             text = tokenizer.decode([t for t in tokens if t < tokenizer.eot])
-            if start == end or not text.strip():
+            if segment["start"] == segment["end"] or not text.strip():
                 continue
+            start = round(timeline.original_time(segment["start"]), 3)
+            end = round(timeline.original_time(segment["end"], is_end=True), 3)
+            words = segment["words"]
+            if words:
+                words = [alignment.restore_word(timeline, w) for w in words]
+                start, end = words[0].start, words[-1].end
             segments.append(
                 Segment(
                     id=len(segments),
                     seek=int(round(piece.offset * 100)),
-                    start=round(entry.timeline.original_time(start), 3),
-                    end=round(entry.timeline.original_time(end, is_end=True), 3),
+                    start=start,
+                    end=end,
                     text=text,
                     tokens=tokens,
                     temperature=result.temperature,
                     avg_logprob=result.avg_logprob,
                     compression_ratio=result.compression_ratio,
                     no_speech_prob=result.no_speech_prob,
+                    words=words,
                 )
             )
     text = "".join(s.text for s in segments).strip()

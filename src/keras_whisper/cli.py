@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--word-timestamps",
         action="store_true",
-        help="times of every word (in the json output; sequential mode)",
+        help="times of every word (in the json output)",
     )
     run.add_argument(
         "--output-format", default="all", choices=(*OUTPUT_FORMATS, "all"), help="file format(s)"
@@ -189,13 +189,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.batch_size < 1:
             print("keras-whisper: --batch-size must be at least 1.", file=sys.stderr)
             return 2
-        if args.word_timestamps:
-            print(
-                "keras-whisper: --word-timestamps works in the sequential mode; "
-                "leave out --batch-size.",
-                file=sys.stderr,
-            )
-            return 2
         decode_options.pop("best_of", None)  # no temperature fallback in the batched mode
         outcomes = model.transcribe_many(
             args.audio,
@@ -205,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             temperature=temperatures[0],
             progress=None,
             seed=args.seed,
+            word_timestamps=args.word_timestamps,
             **decode_options,
         )
     else:

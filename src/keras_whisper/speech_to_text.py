@@ -161,16 +161,11 @@ class WhisperSpeechToText(keras.Model):
         ```
         """
         tokenizer = self._require_tokenizer()
+        kwargs.setdefault("alignment_heads", self.alignment_heads)
         if batch_size is not None:
-            if kwargs.get("word_timestamps"):
-                raise ValueError(
-                    "word_timestamps=True works in the sequential mode: leave batch_size "
-                    "out (the batched mode decodes without timestamps)."
-                )
             return transcribe_batched(
                 self.backbone, tokenizer, audio, batch_size=batch_size, **kwargs
             )
-        kwargs.setdefault("alignment_heads", self.alignment_heads)
         return transcribe(self.backbone, tokenizer, audio, **kwargs)
 
     def transcribe_many(self, inputs, batch_size: int = 8, **kwargs: Any):
@@ -186,6 +181,7 @@ class WhisperSpeechToText(keras.Model):
             print(path, result if isinstance(result, Exception) else result.text)
         ```
         """
+        kwargs.setdefault("alignment_heads", self.alignment_heads)
         return transcribe_many(
             self.backbone, self._require_tokenizer(), inputs, batch_size=batch_size, **kwargs
         )

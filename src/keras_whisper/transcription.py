@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 
 from keras_whisper import alignment
-from keras_whisper.alignment import Word
 from keras_whisper.audio import (
     FRAMES_PER_SECOND,
     HOP_LENGTH,
@@ -67,7 +66,7 @@ class Segment:
     avg_logprob: float
     compression_ratio: float
     no_speech_prob: float
-    words: list[Word] | None = None
+    words: list[alignment.Word] | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -467,7 +466,7 @@ def transcribe_segments(
                     start = timeline.original_time(start)
                     end = timeline.original_time(end, is_end=True)
                     if words:
-                        words = [_restore_word(timeline, w) for w in words]
+                        words = [alignment.restore_word(timeline, w) for w in words]
                         start, end = words[0].start, words[-1].end
                 segment = Segment(
                     id=next_id,
@@ -499,17 +498,6 @@ def _last_word_end(pieces: list[dict]) -> float | None:
         if piece["words"]:
             return piece["words"][-1].end
     return pieces[-1]["end"] if pieces else None
-
-
-def _restore_word(timeline, word: Word) -> Word:
-    """`word` with its times on the original audio: both ends through the speech
-    chunk its middle falls in (faster-whisper's rule)."""
-    chunk = timeline.chunk_index((word.start + word.end) / 2)
-    return dataclasses.replace(
-        word,
-        start=round(timeline.original_time(word.start, chunk), 3),
-        end=round(timeline.original_time(word.end, chunk), 3),
-    )
 
 
 def transcribe(backbone, tokenizer, audio, **kwargs: Any) -> TranscriptionResult:
