@@ -29,6 +29,9 @@ CASES = [
     ("tiny_en", "en_sonnet001_long.wav", "en", "sequential"),
     ("base", "en_jfk.wav", "en", "sequential"),
     ("base", "ru_0002.wav", "ru", "sequential"),
+    # Sonnet 2 opens with its number, then 2 s of silence: a segment that
+    # hallucination_silence_threshold drops.
+    ("tiny_en", "en_sonnet002_long.wav", "en", "sequential_hallucination_2s"),
     # Silero VAD, then one window without timestamps (its speech is under 30 s): what
     # our batched mode makes of each piece.
     ("tiny_en", "en_jfk.wav", "en", "vad_without_timestamps"),
@@ -36,6 +39,10 @@ CASES = [
 ]
 MODES = {
     "sequential": {"temperature": TEMPERATURES},
+    "sequential_hallucination_2s": {
+        "temperature": TEMPERATURES,
+        "hallucination_silence_threshold": 2.0,
+    },
     "vad_without_timestamps": {"temperature": 0.0, "vad_filter": True, "without_timestamps": True},
 }
 

@@ -45,15 +45,21 @@ def base():
 # ---------------------------------------------------------------------------------------------
 
 
+SEQUENTIAL = reference_rows("sequential") + reference_rows("sequential_hallucination_2s")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "index", range(len(reference_rows())), ids=[r["file"] for r in reference_rows()]
+    "index", range(len(SEQUENTIAL)), ids=[f"{r['file']}-{r['mode']}" for r in SEQUENTIAL]
 )
 def test_words_match_faster_whisper(index, request):
-    row = reference_rows()[index]
+    row = SEQUENTIAL[index]
     model = request.getfixturevalue("tiny" if row["preset"] == "whisper_tiny_en" else "base")
+    options = {}
+    if row["mode"] == "sequential_hallucination_2s":
+        options["hallucination_silence_threshold"] = 2.0
     result = model.transcribe(
-        audio_file(row["file"]), language=row["language"], word_timestamps=True, seed=0
+        audio_file(row["file"]), language=row["language"], word_timestamps=True, seed=0, **options
     )
     assert [s.tokens for s in result.segments] == [s["tokens"] for s in row["segments"]]
     for ours, theirs in zip(result.segments, row["segments"], strict=True):
@@ -65,6 +71,38 @@ def test_words_match_faster_whisper(index, request):
             assert word.start == pytest.approx(reference["start"], abs=1e-6)
             assert word.end == pytest.approx(reference["end"], abs=1e-6)
             assert word.probability == pytest.approx(reference["probability"], abs=2e-3)
+
+
+@pytest.mark.slow
+def test_hallucination_silence_threshold_drops_the_segment_before_a_silence(tiny):
+    # Sonnet 2 opens with " 2." (improbable, long: anomalous), then 2 s of silence.
+    path = audio_file("en_sonnet002_long.wav")
+    kept = tiny.transcribe(path, word_timestamps=True, seed=0)
+    dropped = tiny.transcribe(
+        path, word_timestamps=True, seed=0, hallucination_silence_threshold=2.0
+    )
+    assert kept.segments[0].text == " 2."
+    assert alignment.is_segment_anomaly(kept.segments[0].words)
+    assert dropped.segments[0].text.startswith(" When forty winters")
+    assert dropped.segments[0].start > 2.0
+
+
+def test_hallucination_silence_threshold_needs_word_timestamps(tiny):
+    with pytest.raises(ValueError, match="word_timestamps"):
+        tiny.transcribe(audio_file("en_jfk.wav"), hallucination_silence_threshold=2.0)
+
+
+def test_word_anomaly_scores():
+    # openai-whisper's measure: improbable, very short or very long words.
+    assert alignment.word_anomaly_score(Word(0.0, 0.5, " fine", 0.9)) == 0.0
+    assert alignment.word_anomaly_score(Word(0.0, 0.5, " odd", 0.1)) == 1.0
+    assert alignment.word_anomaly_score(Word(0.0, 0.033, " a", 0.9)) == pytest.approx(1.5)
+    assert alignment.word_anomaly_score(Word(0.0, 3.5, " long", 0.9)) == pytest.approx(1.5)
+    # Punctuation does not count; one anomalous word among three is not enough.
+    assert alignment.is_segment_anomaly([Word(0.0, 3.0, " Um", 0.1), Word(3.0, 3.0, ".", 0.0)])
+    words = [Word(0.0, 3.0, " Um", 0.1), Word(3.0, 3.5, " yes", 0.9), Word(3.5, 4, " no", 0.9)]
+    assert not alignment.is_segment_anomaly(words)
+    assert not alignment.is_segment_anomaly([])
 
 
 @pytest.mark.slow
@@ -235,7 +273,8 @@ def test_cli_word_timestamps_land_in_the_json(tmp_path):
 
     out = tmp_path / "out"
     args = ["transcribe", str(audio_file("en_jfk.wav")), "--word-timestamps", "--quiet"]
-    assert main(args + ["--output-format", "json", "--output-dir", str(out)]) == 0
+    sequential = ["--hallucination-silence-threshold", "2"]  # nothing to drop in jfk
+    assert main(args + sequential + ["--output-format", "json", "--output-dir", str(out)]) == 0
     row = next(r for r in reference_rows() if r["preset"] == "whisper_tiny_en")
     segments = json.loads((out / "en_jfk.json").read_text())["segments"]
     assert [w["word"] for s in segments for w in s["words"]] == [

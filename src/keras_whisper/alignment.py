@@ -441,3 +441,29 @@ def restore_word(timeline, word: Word) -> Word:
         start=round(timeline.original_time(word.start, chunk), 3),
         end=round(timeline.original_time(word.end, chunk), 3),
     )
+
+
+# What does not count as a word when a segment's words are scored as a hallucination.
+_NOT_WORDS = PREPEND_PUNCTUATIONS + APPEND_PUNCTUATIONS
+
+
+def word_anomaly_score(word: Word) -> float:
+    """How unlike speech a word's timing is: improbable (below 0.15), very short (under
+    0.133 s) or very long (over 2 s) words score (openai-whisper's measure)."""
+    duration = word.end - word.start
+    score = 1.0 if word.probability < 0.15 else 0.0
+    if duration < 0.133:
+        score += (0.133 - duration) * 15
+    if duration > 2.0:
+        score += duration - 2.0
+    return score
+
+
+def is_segment_anomaly(words: Sequence[Word] | None) -> bool:
+    """Whether a segment looks hallucinated: its first 8 words (punctuation left out)
+    score 3 or more, or nearly one a word."""
+    if not words:
+        return False
+    scored = [w for w in words if w.word not in _NOT_WORDS][:8]
+    score = sum(word_anomaly_score(w) for w in scored)
+    return score >= 3 or score + 0.01 >= len(scored)

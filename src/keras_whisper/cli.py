@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         help="times of every word (in the json output)",
     )
     run.add_argument(
+        "--hallucination-silence-threshold",
+        type=float,
+        default=None,
+        help="with --word-timestamps: drop hallucinated segments between silences this long (s)",
+    )
+    run.add_argument(
         "--output-format", default="all", choices=(*OUTPUT_FORMATS, "all"), help="file format(s)"
     )
     run.add_argument("--output-dir", default=".", help="where transcripts are written")
@@ -128,6 +134,7 @@ def _sequential(model, path, args, temperatures, decode_options):
             vad_filter=args.vad_filter,
             seed=args.seed,
             word_timestamps=args.word_timestamps,
+            hallucination_silence_threshold=args.hallucination_silence_threshold,
             **decode_options,
         )
         bar = tqdm(

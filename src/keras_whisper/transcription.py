@@ -280,6 +280,7 @@ def transcribe_segments(
     progress: Callable[[float], None] | None = None,
     seed: int | None = None,
     word_timestamps: bool = False,
+    hallucination_silence_threshold: float | None = None,
     alignment_heads: Sequence[tuple[int, int]] | None = None,
     prepend_punctuations: str = alignment.PREPEND_PUNCTUATIONS,
     append_punctuations: str = alignment.APPEND_PUNCTUATIONS,
@@ -323,6 +324,11 @@ def transcribe_segments(
             with the audio (`keras_whisper.alignment`); segments' ends snap to their
             words, and the next window starts after the last word (as openai-whisper
             and faster-whisper do). One more decoder pass per window.
+        hallucination_silence_threshold: with `word_timestamps`, seconds of silence
+            around a segment whose words look hallucinated (improbable, very short
+            or very long) for it to be dropped and the silence before it skipped
+            (openai-whisper's and faster-whisper's option); `None` (default) keeps
+            every segment.
         alignment_heads: the `(layer, head)` pairs whose cross-attention follows
             the speech; `None` takes every head of the second half of the decoder's
             layers (`WhisperSpeechToText` passes its preset's heads).
@@ -337,6 +343,11 @@ def transcribe_segments(
         `TranscriptionInfo` (language and its probability, duration).
     """
     # Options are checked before any audio is read or decoded.
+    if hallucination_silence_threshold is not None and not word_timestamps:
+        raise ValueError(
+            "hallucination_silence_threshold needs word_timestamps=True: the silences "
+            "around a segment are found from its words."
+        )
     language = resolve_language(tokenizer, language, task)
     # best_of applies to the sampled temperatures only (OpenAI's fallback).
     best_of = decode_options.pop("best_of", None)
@@ -432,7 +443,7 @@ def transcribe_segments(
                     language=options.language,
                     heads=alignment_heads,
                 )
-                last_speech = alignment.add_word_timestamps(
+                alignment.add_word_timestamps(
                     pieces,
                     found,
                     time_offset,
@@ -451,6 +462,20 @@ def transcribe_segments(
                 if not single_timestamp_ending and last_word_end is not None:
                     if last_word_end > time_offset:
                         seek = round(last_word_end * FRAMES_PER_SECOND)
+                if hallucination_silence_threshold is not None:
+                    skip = _skip_hallucinations(
+                        pieces,
+                        hallucination_silence_threshold,
+                        window_start,
+                        segment_size,
+                        content_frames,
+                        last_speech,
+                    )
+                    if skip is not None:
+                        seek, whole_window = skip
+                        if whole_window:
+                            continue  # a hallucination after silence: decode from it
+                    last_word_end = _last_word_end(pieces)
                 if last_word_end is not None:
                     last_speech = last_word_end
 
@@ -490,6 +515,62 @@ def transcribe_segments(
 
     info = TranscriptionInfo(language, language_probability, duration)
     return segments(), info
+
+
+def _skip_hallucinations(
+    pieces: list[dict],
+    threshold: float,
+    window_start: int,
+    window_frames: int,
+    content_frames: int,
+    last_speech: float,
+) -> tuple[int, bool] | None:
+    """Drop a window's hallucinated segments: `(next seek, whether the whole window
+    goes)`, or `None` when nothing looks hallucinated.
+
+    As faster-whisper's `hallucination_silence_threshold`: when the window's first
+    segment with words looks hallucinated (`alignment.is_segment_anomaly`) and starts
+    more than `threshold` seconds in, the whole window goes and the next one starts at
+    that segment (the silence before it skipped). Otherwise the first such segment
+    with silence (or another hallucination) before and after it is dropped from
+    `pieces`, with everything after it, and the next window starts there.
+    """
+    time_offset = window_start / FRAMES_PER_SECOND
+    window_seconds = window_frames / FRAMES_PER_SECOND
+    with_words = [p for p in pieces if p["words"]]
+    if with_words and alignment.is_segment_anomaly(with_words[0]["words"]):
+        gap = with_words[0]["start"] - time_offset
+        if gap > threshold:
+            return window_start + round(gap * FRAMES_PER_SECOND), True
+    window_end = time_offset + N_FRAMES / FRAMES_PER_SECOND
+    content_seconds = content_frames / FRAMES_PER_SECOND
+    previous_end = last_speech
+    for index, piece in enumerate(pieces):
+        if not piece["words"]:
+            continue
+        if alignment.is_segment_anomaly(piece["words"]):
+            following = next((p for p in pieces[index + 1 :] if p["words"]), None)
+            next_start = following["words"][0].start if following else None
+            if next_start is None:
+                next_start = time_offset + window_seconds
+            silence_before = (
+                piece["start"] - previous_end > threshold
+                or piece["start"] < threshold
+                or piece["start"] - time_offset < 2.0
+            )
+            silence_after = (
+                next_start - piece["end"] > threshold
+                or alignment.is_segment_anomaly(following["words"] if following else None)
+                or window_end - piece["end"] < 2.0
+            )
+            if silence_before and silence_after:
+                seek = round(max(time_offset + 1, piece["start"]) * FRAMES_PER_SECOND)
+                if content_seconds - piece["end"] < threshold:
+                    seek = content_frames
+                del pieces[index:]
+                return seek, False
+        previous_end = piece["end"]
+    return None
 
 
 def _last_word_end(pieces: list[dict]) -> float | None:
