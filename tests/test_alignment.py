@@ -280,6 +280,12 @@ def test_cli_word_timestamps_land_in_the_json(tmp_path):
     assert [w["word"] for s in segments for w in s["words"]] == [
         w["word"] for s in row["segments"] for w in s["words"]
     ]
+    # Subtitles laid out from the words (the layouts are checked in test_writers).
+    layout = ["--highlight-words", "--max-line-width", "42", "--max-line-count", "2"]
+    assert main(args + layout + ["--output-format", "srt", "--output-dir", str(out)]) == 0
+    srt = (out / "en_jfk.srt").read_text()
+    assert "<u>And</u> so my fellow Americans" in srt
+    assert main(["transcribe", "x.wav", "--highlight-words"]) == 2
     if importlib.util.find_spec("silero_vad") is not None:  # the batched mode's VAD
         batched = tmp_path / "batched"
         options = ["--batch-size", "4", "--output-format", "json", "--output-dir", str(batched)]

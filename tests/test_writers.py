@@ -58,3 +58,35 @@ def test_json_and_no_partial_file_on_failure(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
     with pytest.raises(ValueError, match="Unknown output format"):
         write_result(RESULT, tmp_path / "x.doc", "doc")
+
+
+# ---------------------------------------------------------------------------------------------
+# Subtitles from word timestamps. Oracle: openai-whisper's own srt and vtt writers on the
+# same word-timestamped transcripts (tests/data/subtitles_reference.json, written by
+# tests/make_subtitles_reference.py from faster-whisper's words).
+# ---------------------------------------------------------------------------------------------
+
+
+def _subtitle_cases():
+    from conftest import DATA
+
+    reference = json.loads((DATA / "subtitles_reference.json").read_text(encoding="utf-8"))
+    transcripts = {}
+    with open(DATA / "word_timestamps_reference.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            transcripts[row["preset"], row["file"], row["mode"]] = row["segments"]
+    return [(transcripts[tuple(case["transcript"])], case) for case in reference["cases"]]
+
+
+@pytest.mark.parametrize(
+    "segments, case",
+    _subtitle_cases(),
+    ids=[f"{c['transcript'][1]}-{c['layout']}" for _, c in _subtitle_cases()],
+)
+@pytest.mark.parametrize("fmt", ["srt", "vtt"])
+def test_subtitles_from_words_match_openai_whisper(tmp_path, segments, case, fmt):
+    path = write_result(
+        {"text": "", "segments": segments}, tmp_path / f"out.{fmt}", fmt, **case["options"]
+    )
+    assert path.read_text(encoding="utf-8") == case[fmt]

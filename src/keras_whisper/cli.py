@@ -64,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="times of every word (in the json output)",
     )
+    layout = "srt/vtt from --word-timestamps: "
+    run.add_argument(
+        "--highlight-words", action="store_true", help=layout + "underline each word as said"
+    )
+    run.add_argument("--max-line-width", type=int, default=None, help=layout + "characters a line")
+    run.add_argument("--max-line-count", type=int, default=None, help=layout + "lines a subtitle")
+    run.add_argument("--max-words-per-line", type=int, default=None, help=layout + "words a line")
     run.add_argument(
         "--hallucination-silence-threshold",
         type=float,
@@ -167,6 +174,17 @@ def _sequential(model, path, args, temperatures, decode_options):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    subtitle_layout = {
+        "highlight_words": args.highlight_words,
+        "max_line_width": args.max_line_width,
+        "max_line_count": args.max_line_count,
+        "max_words_per_line": args.max_words_per_line,
+    }
+    subtitle_layout = {k: v for k, v in subtitle_layout.items() if v not in (None, False)}
+    if subtitle_layout and not args.word_timestamps:
+        flags = ", ".join("--" + k.replace("_", "-") for k in subtitle_layout)
+        print(f"keras-whisper: {flags} lay out words: add --word-timestamps.", file=sys.stderr)
+        return 2
     _configure_runtime(args.backend, args.threads)
     if args.threads and (args.backend or os.environ.get("KERAS_BACKEND")) == "torch":
         import torch
@@ -222,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise result
                 stem = Path(path).stem
                 for fmt in formats:
-                    write_result(result, output_dir / f"{stem}.{fmt}", fmt)
+                    layout = subtitle_layout if fmt in ("srt", "vtt") else {}
+                    write_result(result, output_dir / f"{stem}.{fmt}", fmt, **layout)
                 if args.batch_size is not None and not args.quiet:
                     print(f"{path}: {result.text}")
             except Exception as error:

@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -56,29 +56,132 @@ def _segments(result: Any) -> Iterable[Any]:
     return _field(result, "segments", []) or []
 
 
-def _write_txt(result: Any, out: TextIO) -> None:
+def _write_txt(result: Any, out: TextIO, **_: Any) -> None:
     for segment in _segments(result):
         out.write(_field(segment, "text", "").strip() + "\n")
 
 
-def _write_vtt(result: Any, out: TextIO) -> None:
+def _subtitles(
+    segments: list[Any],
+    max_line_width: int | None,
+    max_line_count: int | None,
+    max_words_per_line: int | None,
+) -> Iterator[list[tuple[float, float, str]]]:
+    """Group the segments' words into subtitles of `(start, end, text)` words (a line
+    break is a word starting with a newline), as openai-whisper's subtitle writers do.
+
+    Without both a line width and a line count, every segment (and every run of
+    `max_words_per_line` words) starts a new subtitle; with both, words flow into lines
+    of at most `max_line_width` characters, subtitles of at most `max_line_count` lines,
+    and a pause of over 3 s starts a new subtitle.
+    """
+    preserve_segments = max_line_count is None or max_line_width is None
+    width = max_line_width or 1000
+    per_line = max_words_per_line or 1000
+    line_length, line_count = 0, 1
+    subtitle: list[tuple[float, float, str]] = []
+    starts = [_field(w, "start") for s in segments for w in (_field(s, "words") or [])]
+    last = starts[0] if starts else (_field(segments[0], "start") if segments else 0.0)
+    last = last or 0.0
+    for segment in segments:
+        words = _field(segment, "words") or []
+        for first in range(0, len(words), per_line):
+            for position, item in enumerate(words[first : first + per_line]):
+                start, end = _field(item, "start"), _field(item, "end")
+                word = _field(item, "word")
+                long_pause = not preserve_segments and start - last > 3.0
+                has_room = line_length + len(word) <= width
+                new_segment = position == 0 and bool(subtitle) and preserve_segments
+                if line_length > 0 and has_room and not long_pause and not new_segment:
+                    line_length += len(word)  # the line goes on
+                else:
+                    word = word.strip()
+                    full = max_line_count is not None and (
+                        long_pause or line_count >= max_line_count
+                    )
+                    if (subtitle and full) or new_segment:
+                        yield subtitle
+                        subtitle, line_count = [], 1
+                    elif line_length > 0:
+                        line_count += 1
+                        word = "\n" + word
+                    line_length = len(word.strip())
+                subtitle.append((start, end, word))
+                last = start
+    if subtitle:
+        yield subtitle
+
+
+def _underlined(words: list[str], index: int) -> str:
+    marked = words[index].lstrip()
+    lead = words[index][: len(words[index]) - len(marked)]
+    return "".join(words[:index] + [f"{lead}<u>{marked}</u>"] + words[index + 1 :])
+
+
+def subtitle_cues(
+    result: Any,
+    hours: bool = False,
+    marker: str = ".",
+    *,
+    max_line_width: int | None = None,
+    max_line_count: int | None = None,
+    highlight_words: bool = False,
+    max_words_per_line: int | None = None,
+) -> Iterator[tuple[str, str, str]]:
+    """The `(start, end, text)` cues of an srt or vtt file, times formatted.
+
+    Segments with `words` (word timestamps) are laid out from their words, as
+    openai-whisper's writers do; without words each segment is one cue.
+
+    Args:
+        result: a transcription result.
+        hours: always write the hours (srt).
+        marker: the decimal marker (`,` in srt).
+        max_line_width: characters in a line before it breaks (with words).
+        max_line_count: lines in a cue (with words; with `max_line_width`, words
+            flow across segments).
+        highlight_words: one cue per word, the word underlined (`<u>`).
+        max_words_per_line: words in a line at most (with words).
+    """
+    segments = list(_segments(result))
+
+    def stamp(seconds: float) -> str:
+        return format_timestamp(seconds, hours, marker)
+
+    if not segments or _field(segments[0], "words") is None:
+        for segment in segments:
+            text = _field(segment, "text", "").strip().replace("-->", "->")
+            yield stamp(_field(segment, "start")), stamp(_field(segment, "end")), text
+        return
+    for subtitle in _subtitles(segments, max_line_width, max_line_count, max_words_per_line):
+        first, final = stamp(subtitle[0][0]), stamp(subtitle[-1][1])
+        words = [word for _, _, word in subtitle]
+        text = "".join(words)
+        if not highlight_words:
+            yield first, final, text
+            continue
+        last = first
+        for index, (start, end, _) in enumerate(subtitle):
+            start, end = stamp(start), stamp(end)
+            if last != start:
+                yield last, start, text
+            yield start, end, _underlined(words, index)
+            last = end
+
+
+def _write_vtt(result: Any, out: TextIO, **layout: Any) -> None:
     out.write("WEBVTT\n\n")
-    for segment in _segments(result):
-        start = format_timestamp(_field(segment, "start"))
-        end = format_timestamp(_field(segment, "end"))
-        text = _field(segment, "text", "").strip().replace("-->", "->")
+    for start, end, text in subtitle_cues(result, **layout):
         out.write(f"{start} --> {end}\n{text}\n\n")
 
 
-def _write_srt(result: Any, out: TextIO) -> None:
-    for index, segment in enumerate(_segments(result), start=1):
-        start = format_timestamp(_field(segment, "start"), True, ",")
-        end = format_timestamp(_field(segment, "end"), True, ",")
-        text = _field(segment, "text", "").strip().replace("-->", "->")
+def _write_srt(result: Any, out: TextIO, **layout: Any) -> None:
+    cues = subtitle_cues(result, True, ",", **layout)
+    for index, (start, end, text) in enumerate(cues, start=1):
         out.write(f"{index}\n{start} --> {end}\n{text}\n\n")
 
 
-def _write_tsv(result: Any, out: TextIO) -> None:
+def _write_tsv(result: Any, out: TextIO, **_: Any) -> None:
     out.write("start\tend\ttext\n")
     for segment in _segments(result):
         start = round(1000 * _field(segment, "start"))
@@ -87,12 +190,12 @@ def _write_tsv(result: Any, out: TextIO) -> None:
         out.write(f"{start}\t{end}\t{text}\n")
 
 
-def _write_json(result: Any, out: TextIO) -> None:
+def _write_json(result: Any, out: TextIO, **_: Any) -> None:
     json.dump(as_dict(result), out, ensure_ascii=False)
     out.write("\n")
 
 
-WRITERS: dict[str, Callable[[Any, TextIO], None]] = {
+WRITERS: dict[str, Callable[..., None]] = {
     "txt": _write_txt,
     "srt": _write_srt,
     "vtt": _write_vtt,
@@ -101,13 +204,18 @@ WRITERS: dict[str, Callable[[Any, TextIO], None]] = {
 }
 
 
-def write_result(result: Any, path: str | os.PathLike, output_format: str) -> Path:
+def write_result(
+    result: Any, path: str | os.PathLike, output_format: str, **subtitle_layout: Any
+) -> Path:
     """Write `result` to `path` in `output_format`, atomically.
 
     Args:
         result: a transcription result.
         path: the output file.
         output_format: one of `FORMATS`.
+        **subtitle_layout: for srt and vtt, `subtitle_cues`'s options
+            (`max_line_width`, `max_line_count`, `highlight_words`,
+            `max_words_per_line`); they need segments with words.
 
     Returns:
         The path written.
@@ -119,7 +227,7 @@ def write_result(result: Any, path: str | os.PathLike, output_format: str) -> Pa
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            WRITERS[output_format](result, out)
+            WRITERS[output_format](result, out, **subtitle_layout)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
