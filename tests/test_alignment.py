@@ -346,3 +346,25 @@ def test_words_map_back_through_the_vad_timeline(tiny):
     assert np.median(shifts) == pytest.approx(5.0, abs=0.3)
     for segment in padded.segments:
         assert (segment.start, segment.end) == (segment.words[0].start, segment.words[-1].end)
+
+
+def test_alignment_heads_are_read_from_each_kind_of_preset_folder(tmp_path):
+    assert alignment.read_alignment_heads(tmp_path) is None
+    # A Hugging Face checkpoint's generation config (openai/whisper-tiny.en's heads).
+    heads = [[1, 0], [2, 0], [2, 5], [3, 0], [3, 1], [3, 2], [3, 3], [3, 4]]
+    (tmp_path / "generation_config.json").write_text(json.dumps({"alignment_heads": heads}))
+    assert alignment.read_alignment_heads(tmp_path) == tuple(map(tuple, heads))
+    # A converted CTranslate2 model's config comes before it, ours before both.
+    (tmp_path / "assets").mkdir()
+    ct2 = {"alignment_heads": [[3, 1]], "suppress_ids": [1]}
+    (tmp_path / "assets" / "ctranslate2_config.json").write_text(json.dumps(ct2))
+    assert alignment.read_alignment_heads(tmp_path) == ((3, 1),)
+    alignment.write_alignment_heads(tmp_path, [(0, 2)])
+    assert alignment.read_alignment_heads(tmp_path) == ((0, 2),)
+    # An unreadable file is passed over.
+    (tmp_path / "assets" / "alignment_heads.json").write_text("{not json")
+    assert alignment.read_alignment_heads(tmp_path) == ((3, 1),)
+
+
+def test_default_alignment_heads_are_the_second_half_of_the_layers():
+    assert alignment.default_alignment_heads(4, 2) == ((2, 0), (2, 1), (3, 0), (3, 1))

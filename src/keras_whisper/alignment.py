@@ -29,8 +29,8 @@ from keras import ops
 PREPEND_PUNCTUATIONS = "\"'\u201c\u00bf([{-"
 APPEND_PUNCTUATIONS = "\"'.\u3002,\uff0c!\uff01?\uff1f:\uff1a\u201d)]}\u3001"
 MEDIAN_FILTER_WIDTH = 7
-FRAMES_PER_TOKEN_STEP = 2  # mel frames per encoder position
-SECONDS_PER_POSITION = 0.02  # one encoder position: 2 mel hops of 10 ms
+FRAMES_PER_POSITION = 2  # mel frames per encoder position
+POSITIONS_PER_SECOND = 50  # encoder positions (2 mel hops of 10 ms) per second
 SENTENCE_END_MARKS = ".\u3002!\uff01?\uff1f"
 # Token sequences are padded to the first of these that holds them (else to the decoder's
 # context) before the compiled pass: at most five compilations per model.
@@ -280,7 +280,7 @@ def find_alignment(
     )
     text_token_probs = probs[len(prefix) - 1 : len(prefix) - 1 + len(text_tokens)]
 
-    weights = _softmax(scores[:, :, : num_frames // FRAMES_PER_TOKEN_STEP].astype(np.float32), -1)
+    weights = _softmax(scores[:, :, : num_frames // FRAMES_PER_POSITION].astype(np.float32), -1)
     mean = weights.mean(axis=-2, keepdims=True)
     std = weights.std(axis=-2, keepdims=True)
     weights = median_filter((weights - mean) / std, median_filter_width)
@@ -292,7 +292,7 @@ def find_alignment(
         return []
     boundaries = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
     jumps = np.pad(np.diff(token_indices), (1, 0), constant_values=1).astype(bool)
-    jump_times = frame_indices[jumps] * SECONDS_PER_POSITION
+    jump_times = frame_indices[jumps] / POSITIONS_PER_SECOND
     starts = jump_times[boundaries[:-1]]
     ends = jump_times[boundaries[1:]]
     return [
