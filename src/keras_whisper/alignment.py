@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from keras import ops
 
+from keras_whisper.decoding.generate import _run, _to_numpy
+
 # The defaults of openai-whisper and faster-whisper.
 PREPEND_PUNCTUATIONS = "\"'\u201c\u00bf([{-"
 APPEND_PUNCTUATIONS = "\"'.\u3002,\uff0c!\uff01?\uff1f:\uff1a\u201d)]}\u3001"
@@ -195,8 +197,6 @@ def _alignment_stage(model, encoder_output, tokens, targets, layer_ids, head_ids
 
 
 def _alignment_outputs(backbone, encoder_output, tokens, targets, heads, eot):
-    from keras_whisper.decoding.generate import _run, _to_numpy
-
     layer_ids = tuple(int(layer) for layer, _ in heads)
     head_ids = tuple(int(head) for _, head in heads)
     length = len(tokens)

@@ -187,6 +187,11 @@ class _Piece:
     language: str | None
     encoded: Any = None  # its encoder output, kept until aligned (word timestamps)
 
+    @property
+    def frames(self) -> int:
+        """Its length in mel frames (10 ms)."""
+        return int(round(self.duration * 100))
+
 
 @dataclasses.dataclass
 class _File:
@@ -432,7 +437,7 @@ def transcribe_many(
                 tokenizer,
                 piece.encoded,
                 [t for segment in segments for t in segment["tokens"] if t < tokenizer.eot],
-                int(round(piece.duration * 100)),
+                piece.frames,
                 sot_sequence=tokenizer.sot_sequence(piece.language, task),
                 language=piece.language,
                 heads=alignment_heads,
@@ -554,7 +559,7 @@ def transcribe_many(
                     progress(done_seconds)
                 yield (
                     entry.source,
-                    _file_result(entry, tokenizer, options, no_speech_threshold, logprob_threshold),
+                    _file_result(entry, tokenizer, no_speech_threshold, logprob_threshold),
                 )
             decoding = pool is not None and pool.decoding
             if exhausted and not queue and not decoding and next_out == opened:
@@ -660,9 +665,8 @@ def _remainder(piece: _Piece, result, timestamp_begin: int, index: int) -> _Piec
     Whisper ends a window on a timestamp pair when it expects the next window to start
     there; the sequential loop seeks to it, and so does this: the rest becomes a new piece.
     """
-    frames = int(round(piece.duration * 100))
-    _, advance = split_segments(result.tokens, timestamp_begin, piece.offset, frames)
-    if advance <= 0 or frames - advance < 100:
+    _, advance = split_segments(result.tokens, timestamp_begin, piece.offset, piece.frames)
+    if advance <= 0 or piece.frames - advance < 100:
         return None
     cut = advance * (SAMPLE_RATE // 100)
     return _Piece(
@@ -678,11 +682,12 @@ def _remainder(piece: _Piece, result, timestamp_begin: int, index: int) -> _Piec
 def _piece_segments(piece: _Piece, result, cut: bool, tokenizer, options) -> list[dict]:
     """A decoded piece's segments on the speech timeline: `{"start", "end", "tokens",
     "words"}` (`words` filled by the alignment, with word timestamps)."""
-    frames = int(round(piece.duration * 100))
     if options.without_timestamps:
         pieces = [(piece.offset, piece.offset + piece.duration, list(result.tokens))]
     else:
-        pieces, _ = split_segments(result.tokens, tokenizer.timestamp_begin, piece.offset, frames)
+        pieces, _ = split_segments(
+            result.tokens, tokenizer.timestamp_begin, piece.offset, piece.frames
+        )
         # The sequential loop would seek back to the last timestamp pair; here the
         # tokens after it are the rest of the piece.
         used = sum(len(tokens) for _, _, tokens in pieces)
@@ -693,7 +698,7 @@ def _piece_segments(piece: _Piece, result, cut: bool, tokenizer, options) -> lis
 
 
 def _file_result(
-    entry: _File, tokenizer, options, no_speech_threshold, logprob_threshold
+    entry: _File, tokenizer, no_speech_threshold, logprob_threshold
 ) -> TranscriptionResult:
     segments: list[Segment] = []
     timeline = entry.timeline

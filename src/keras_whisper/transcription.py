@@ -165,6 +165,13 @@ def resolve_language(tokenizer, language: str | None, task: str) -> str | None:
     return "en"
 
 
+def ends_on_single_timestamp(tokens: Sequence[int], timestamp_begin: int) -> bool:
+    """Whether a window's tokens end on text then one timestamp: a segment left open,
+    after which the next window starts at the window's end (OpenAI's
+    `single_timestamp_ending`)."""
+    return [int(t) >= timestamp_begin for t in tokens[-2:]] == [False, True]
+
+
 def split_segments(
     tokens: Sequence[int], timestamp_begin: int, time_offset: float, window_frames: int
 ) -> tuple[list[tuple[float, float, list[int]]], int]:
@@ -183,7 +190,7 @@ def split_segments(
     """
     tokens = np.asarray(tokens, dtype=np.int64)
     is_timestamp = tokens >= timestamp_begin
-    single_timestamp_ending = is_timestamp[-2:].tolist() == [False, True]
+    single_timestamp_ending = ends_on_single_timestamp(tokens, timestamp_begin)
     consecutive = np.where(is_timestamp[:-1] & is_timestamp[1:])[0] + 1
     pieces: list[tuple[float, float, list[int]]] = []
     if len(consecutive) > 0:
@@ -454,12 +461,9 @@ def transcribe_segments(
                 )
                 # Unless the window ended on a lone timestamp, the next one starts
                 # after the last word (which may lie past the last timestamp pair).
-                single_timestamp_ending = [t >= ts_begin for t in result.tokens[-2:]] == [
-                    False,
-                    True,
-                ]
                 last_word_end = _last_word_end(pieces)
-                if not single_timestamp_ending and last_word_end is not None:
+                single_ending = ends_on_single_timestamp(result.tokens, ts_begin)
+                if not single_ending and last_word_end is not None:
                     if last_word_end > time_offset:
                         seek = round(last_word_end * FRAMES_PER_SECOND)
                 if hallucination_silence_threshold is not None:
