@@ -113,6 +113,16 @@ def audio_file(name: str) -> Path:
     pytest.skip(f"{name} is neither in tests/data nor in shared/audio")
 
 
+def word_timestamps_rows(mode: str = "sequential") -> list[dict]:
+    """faster-whisper's segments and words for one mode of
+    tests/make_word_timestamps_reference.py (`options`: what it was given)."""
+    import json
+
+    with open(DATA / "word_timestamps_reference.jsonl", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    return [row for row in rows if row["mode"] == mode]
+
+
 def reference_rows(model: str) -> dict[tuple[str, str], dict]:
     """faster-whisper's outputs (shipped copy of shared/reference/faster_whisper.jsonl),
     keyed by (file, config) for one model: "tiny.en-meetingnoter" or "base-solids"."""

@@ -1,7 +1,8 @@
 """Write tests/data/openai_whisper_reference.jsonl: openai-whisper's own transcripts.
 
 faster-whisper's beam search (CTranslate2) is not OpenAI's, so where the two disagree
-our beam-search transcripts are checked against openai-whisper itself. This script runs
+our beam-search transcripts are checked against openai-whisper itself; so are the options
+only openai-whisper has (`carry_initial_prompt`). This script runs
 openai-whisper (pip install openai-whisper==20250625) on the weights of our built-in
 presets, exported to OpenAI's checkpoint format, and stores its segments.
 
@@ -20,9 +21,21 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(DATA.parents[1] / "src"))
 
+CARRIED_PROMPT = "sonnet one, from fairest creatures we desire increase, no punctuation at all"
 CASES = [
     # (preset, file, transcribe() options)
     ("whisper_base_multi", "en_sonnet001_long.wav", {"beam_size": 5, "language": "en"}),
+    # A carried prompt without the previous text: the prompt alone reaches window 2.
+    (
+        "whisper_tiny_en",
+        "en_sonnet001_long.wav",
+        {
+            "language": "en",
+            "initial_prompt": CARRIED_PROMPT,
+            "carry_initial_prompt": True,
+            "condition_on_previous_text": False,
+        },
+    ),
 ]
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 

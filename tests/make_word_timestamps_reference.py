@@ -7,7 +7,9 @@ check our words, their times and probabilities against it. Greedy decoding with
 timestamps and temperature fallback, as the `greedy_ts` rows of
 faster_whisper_reference.jsonl (mode `sequential`); and, for the batched mode, Silero VAD
 (faster-whisper's own) then greedy decoding without timestamps of the speech (mode
-`vad_without_timestamps`). Needs the benchmark peers
+`vad_without_timestamps`, and `vad_prompt` with an initial prompt); and `clip_timestamps` (only some parts of a file, with and
+without word timestamps: modes `clips` and `clips_words`). Each row records the options
+it was made with beyond greedy decoding. Needs the benchmark peers
 (`pip install --no-deps -r benchmarks/requirements.txt`).
 
     python tests/make_word_timestamps_reference.py
@@ -36,6 +38,12 @@ CASES = [
     # our batched mode makes of each piece.
     ("tiny_en", "en_jfk.wav", "en", "vad_without_timestamps"),
     ("base", "ru_0002.wav", "ru", "vad_without_timestamps"),
+    # The same with a prompt that changes how the speech is written (lower case, no
+    # punctuation): what the batched mode's initial_prompt gives each piece.
+    ("tiny_en", "en_jfk.wav", "en", "vad_prompt"),
+    # Two clips (the second open-ended) across sonnet 1's two windows, and one inside jfk.
+    ("tiny_en", "en_sonnet001_long.wav", "en", "clips"),
+    ("tiny_en", "en_jfk.wav", "en", "clips_words"),
 ]
 MODES = {
     "sequential": {"temperature": TEMPERATURES},
@@ -44,6 +52,18 @@ MODES = {
         "hallucination_silence_threshold": 2.0,
     },
     "vad_without_timestamps": {"temperature": 0.0, "vad_filter": True, "without_timestamps": True},
+    "vad_prompt": {
+        "temperature": 0.0,
+        "vad_filter": True,
+        "without_timestamps": True,
+        "initial_prompt": "president kennedy's inaugural address, no punctuation at all",
+    },
+    "clips": {
+        "temperature": TEMPERATURES,
+        "clip_timestamps": "3.5,20,31",
+        "word_timestamps": False,
+    },
+    "clips_words": {"temperature": TEMPERATURES, "clip_timestamps": "1.5,6.2"},
 }
 
 
@@ -63,9 +83,9 @@ def main() -> None:
             language=language,
             beam_size=1,
             best_of=1,
-            word_timestamps=True,
-            **({"vad_filter": False} | MODES[mode]),
+            **({"vad_filter": False, "word_timestamps": True} | MODES[mode]),
         )
+        options = {k: v for k, v in MODES[mode].items() if k != "temperature"}
         rows.append(
             {
                 "implementation": f"faster-whisper {faster_whisper.__version__}",
@@ -73,6 +93,7 @@ def main() -> None:
                 "file": name,
                 "language": language,
                 "mode": mode,
+                "options": options,
                 "segments": [
                     {
                         "seek": s.seek,
@@ -88,7 +109,7 @@ def main() -> None:
                                 "word": w.word,
                                 "probability": round(w.probability, 6),
                             }
-                            for w in s.words
+                            for w in s.words or []
                         ],
                     }
                     for s in segments

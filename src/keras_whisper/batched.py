@@ -234,6 +234,20 @@ def _out_of_memory(batch_size: int) -> OutOfMemoryError:
     )
 
 
+# `transcribe()` options that only the sequential seek loop has.
+SEQUENTIAL_ONLY = frozenset(
+    {
+        "clip_timestamps",
+        "carry_initial_prompt",
+        "condition_on_previous_text",
+        "compression_ratio_threshold",
+        "hallucination_silence_threshold",
+        "vad_filter",
+        "silence_threshold_db",
+    }
+)
+
+
 def transcribe_many(
     backbone,
     tokenizer,
@@ -243,6 +257,7 @@ def transcribe_many(
     language: str | None = None,
     task: str = "transcribe",
     without_timestamps: bool = True,
+    initial_prompt: str | None = None,
     no_speech_threshold: float | None = 0.6,
     logprob_threshold: float | None = -1.0,
     vad: Any = None,
@@ -277,6 +292,8 @@ def transcribe_many(
         task: `"transcribe"` or `"translate"`.
         without_timestamps: one segment per speech piece (default, as faster-whisper's
             batched pipeline); `False` predicts timestamps and splits pieces on them.
+        initial_prompt: text to prompt every piece with (the same for all: pieces do
+            not prompt one another), e.g. names or spellings the speech uses.
         no_speech_threshold: with `logprob_threshold`, a piece whose no-speech
             probability is above this and whose average log-probability is below
             `logprob_threshold` is dropped as silence.
@@ -325,9 +342,19 @@ def transcribe_many(
 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
+    sequential_only = sorted(set(decode_options) & SEQUENTIAL_ONLY)
+    if sequential_only:
+        raise ValueError(
+            f"{', '.join(sequential_only)}: options of the sequential mode (batch_size=None); "
+            "the batched mode decodes VAD speech pieces on their own, without fallback."
+        )
     language = resolve_language(tokenizer, language, task)
     options = DecodingOptions(
-        task=task, language=language, without_timestamps=without_timestamps, **decode_options
+        task=task,
+        language=language,
+        without_timestamps=without_timestamps,
+        prompt=initial_prompt or None,
+        **decode_options,
     )
     if isinstance(vad_options, dict):
         vad_options = vad_module.VadOptions(**vad_options)

@@ -5,8 +5,13 @@ keras-whisper transcribe AUDIO... [--preset whisper_tiny_en] [--language LANG]
     [--task transcribe|translate] [--beam-size N] [--temperature T]
     [--initial-prompt TEXT] [--output-format txt|srt|vtt|tsv|json|all]
     [--output-dir DIR] [--threads N] [--backend jax|torch|tensorflow]
-    [--batch-size N] [--vad-filter] [--dtype bfloat16] [--seed N]
+    [--batch-size N] [--vad-filter] [--clip-timestamps S,E,...] [--dtype bfloat16]
+    [--seed N] [--word-timestamps] [--patience P] [--length-penalty A]
+    [--suppress-tokens IDS] [--compression-ratio-threshold X|none]
+    [--logprob-threshold X|none] [--no-speech-threshold X|none] ...
 ```
+
+The decoding options are openai-whisper's, with the same defaults.
 
 Without `--batch-size`, each input goes through OpenAI's sequential seek loop with a
 progress bar over its audio time. With it, voice activity detection cuts the speech
@@ -43,16 +48,55 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--beam-size", type=int, default=None, help="beam search width")
     run.add_argument("--best-of", type=int, default=None, help="samples at temperature > 0")
     run.add_argument(
+        "--patience", type=float, default=None, help="beam search patience (arXiv:2204.05424)"
+    )
+    run.add_argument(
+        "--length-penalty",
+        type=float,
+        default=None,
+        help="beam ranking: score / length**alpha (default: simple length normalisation)",
+    )
+    run.add_argument(
+        "--suppress-tokens",
+        default="-1",
+        help="token ids never to sample, written --suppress-tokens=-1,220 (-1: the non-speech "
+        "symbols; '': none)",
+    )
+    run.add_argument(
         "--temperature",
         type=float,
         default=0.0,
         help="first temperature; fallback goes up by --temperature-increment",
     )
     run.add_argument("--temperature-increment", type=float, default=0.2)
+    retry = "retry at the next temperature when "
+    run.add_argument(
+        "--compression-ratio-threshold",
+        type=_optional_float,
+        default=2.4,
+        help=retry + "the text's gzip compression ratio is above this ('none': never)",
+    )
+    run.add_argument(
+        "--logprob-threshold",
+        type=_optional_float,
+        default=-1.0,
+        help=retry + "the average log-probability is below this ('none': never)",
+    )
+    run.add_argument(
+        "--no-speech-threshold",
+        type=_optional_float,
+        default=0.6,
+        help="skip a window as silence above this no-speech probability ('none': never)",
+    )
     run.add_argument(
         "--seed", type=int, default=None, help="seed of the sampling: reproducible transcripts"
     )
     run.add_argument("--initial-prompt", default=None, help="text to prompt the first window")
+    run.add_argument(
+        "--carry-initial-prompt",
+        action="store_true",
+        help="put --initial-prompt before every window's prompt, not only the first",
+    )
     run.add_argument(
         "--no-condition-on-previous-text",
         dest="condition_on_previous_text",
@@ -71,6 +115,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-line-width", type=int, default=None, help=layout + "characters a line")
     run.add_argument("--max-line-count", type=int, default=None, help=layout + "lines a subtitle")
     run.add_argument("--max-words-per-line", type=int, default=None, help=layout + "words a line")
+    run.add_argument(
+        "--prepend-punctuations",
+        default=None,
+        help="with --word-timestamps: marks joined to the following word",
+    )
+    run.add_argument(
+        "--append-punctuations",
+        default=None,
+        help="with --word-timestamps: marks joined to the previous word",
+    )
     run.add_argument(
         "--hallucination-silence-threshold",
         type=float,
@@ -93,8 +147,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--vad-filter", action="store_true", help="drop non-speech first (sequential mode)"
     )
+    run.add_argument(
+        "--clip-timestamps",
+        default=None,
+        help="only these parts, in seconds: start,end,start,end,... (sequential mode)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar or text on stdout")
     return parser
+
+
+def _optional_float(value: str) -> float | None:
+    """A number, or `None` for 'none' (a threshold turned off)."""
+    return None if value.strip().lower() == "none" else float(value)
 
 
 def _configure_runtime(backend: str | None, threads: int | None) -> None:
@@ -137,11 +201,14 @@ def _sequential(model, path, args, temperatures, decode_options):
             task=args.task,
             temperature=temperatures,
             initial_prompt=args.initial_prompt,
+            carry_initial_prompt=args.carry_initial_prompt,
             condition_on_previous_text=args.condition_on_previous_text,
             vad_filter=args.vad_filter,
             seed=args.seed,
             word_timestamps=args.word_timestamps,
             hallucination_silence_threshold=args.hallucination_silence_threshold,
+            compression_ratio_threshold=args.compression_ratio_threshold,
+            clip_timestamps=args.clip_timestamps,
             **decode_options,
         )
         bar = tqdm(
@@ -185,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
         flags = ", ".join("--" + k.replace("_", "-") for k in subtitle_layout)
         print(f"keras-whisper: {flags} lay out words: add --word-timestamps.", file=sys.stderr)
         return 2
+    if args.clip_timestamps is not None and args.batch_size is not None:
+        print(
+            "keras-whisper: --clip-timestamps is for the sequential mode (the batched mode "
+            "finds the speech with VAD): drop --batch-size or --clip-timestamps.",
+            file=sys.stderr,
+        )
+        return 2
     _configure_runtime(args.backend, args.threads)
     if args.threads and (args.backend or os.environ.get("KERAS_BACKEND")) == "torch":
         import torch
@@ -192,7 +266,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from keras_whisper.speech_to_text import WhisperSpeechToText
+    from keras_whisper.transcription import parse_clip_timestamps
     from keras_whisper.writers import write_result
+
+    try:
+        parse_clip_timestamps(args.clip_timestamps)
+    except ValueError as error:
+        print(f"keras-whisper: --clip-timestamps: {error}", file=sys.stderr)
+        return 2
 
     overrides = {"dtype": args.dtype} if args.dtype else {}
     try:
@@ -205,11 +286,22 @@ def main(argv: list[str] | None = None) -> int:
     decode_options = {
         "beam_size": args.beam_size,
         "best_of": args.best_of,
+        "patience": args.patience,
+        "length_penalty": args.length_penalty,
         "without_timestamps": args.without_timestamps,
     }
     failures = 0
     temperatures = _temperatures(args.temperature, args.temperature_increment)
     decode_options = {k: v for k, v in decode_options.items() if v not in (None, False)}
+    # Options both modes take.
+    decode_options |= {
+        "suppress_tokens": args.suppress_tokens,
+        "no_speech_threshold": args.no_speech_threshold,
+        "logprob_threshold": args.logprob_threshold,
+    }
+    for side in ("prepend", "append"):
+        if getattr(args, f"{side}_punctuations") is not None:
+            decode_options[f"{side}_punctuations"] = getattr(args, f"{side}_punctuations")
     if args.batch_size is not None:
         if args.batch_size < 1:
             print("keras-whisper: --batch-size must be at least 1.", file=sys.stderr)
@@ -221,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             language=args.language,
             task=args.task,
             temperature=temperatures[0],
+            initial_prompt=args.initial_prompt,
             progress=None,
             seed=args.seed,
             word_timestamps=args.word_timestamps,

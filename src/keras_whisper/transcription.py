@@ -118,6 +118,53 @@ def _frame_peaks(waveform: np.ndarray, frames: int) -> np.ndarray:
     return padded.reshape(frames, HOP_LENGTH).max(axis=1) if frames else padded
 
 
+def parse_clip_timestamps(clip_timestamps: str | Sequence[float] | None) -> list[float]:
+    """`clip_timestamps` as seconds: `"0,5.5,10"`, `[0, 5.5, 10]` or `None` (all).
+
+    The values alternate start, end, start, ...; an odd last start runs to the end of
+    the audio (openai-whisper's and faster-whisper's `clip_timestamps`).
+
+    Raises:
+        ValueError: a value that is not a number, negative or not finite, or a clip
+            that ends before it starts.
+    """
+    if clip_timestamps is None:
+        return []
+    if isinstance(clip_timestamps, str):
+        fields = [f.strip() for f in clip_timestamps.split(",")] if clip_timestamps.strip() else []
+    else:
+        fields = list(clip_timestamps)
+    try:
+        values = [float(f) for f in fields]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"clip_timestamps must be seconds separated by commas, like '0,5.5,10'; got "
+            f"{clip_timestamps!r}."
+        ) from None
+    for value in values:
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"clip_timestamps must be seconds >= 0; got {value!r}.")
+    for number, (start, end) in enumerate(zip(values[::2], values[1::2], strict=False), start=1):
+        if end <= start:
+            raise ValueError(
+                f"clip_timestamps: clip {number} ends at {end:g} s, not after its start "
+                f"({start:g} s). Give start,end pairs in seconds, like '0,5.5,10,20'."
+            )
+    return values
+
+
+def clip_frames(seconds: Sequence[float], content_frames: int) -> list[tuple[int, int]]:
+    """Clips in seconds (`parse_clip_timestamps`) as `(start, end)` mel frames, each
+    end within the audio's `content_frames`; no clips is the whole audio."""
+    points = [round(s * FRAMES_PER_SECOND) for s in seconds] or [0]
+    if len(points) % 2:
+        points.append(content_frames)
+    return [
+        (start, min(end, content_frames))
+        for start, end in zip(points[::2], points[1::2], strict=True)
+    ]
+
+
 def seed_stream(seed: int | None) -> Iterator[int | None]:
     """Endless per-call seeds drawn from `seed`, or `None`s when `seed` is `None`.
 
@@ -281,7 +328,9 @@ def transcribe_segments(
     no_speech_threshold: float | None = 0.6,
     condition_on_previous_text: bool = True,
     initial_prompt: str | None = None,
+    carry_initial_prompt: bool = False,
     silence_threshold_db: float | None = -70.0,
+    clip_timestamps: str | Sequence[float] | None = None,
     vad_filter: bool = False,
     vad_options: Any = None,
     progress: Callable[[float], None] | None = None,
@@ -312,11 +361,20 @@ def transcribe_segments(
         initial_prompt: text to prompt the first window with. Of a prompt
             longer than half the decoder's context only the last 223 tokens are
             used (OpenAI's rule).
+        carry_initial_prompt: put `initial_prompt` before the prompt of every
+            window, not only the first (openai-whisper's option): the previous text
+            fills the rest of the prompt's room (half the decoder's context), its
+            oldest tokens dropped first.
         silence_threshold_db: a window whose loudest sample is below this many
             dB full scale (-70 dBFS: about 10 steps of 16-bit audio) is skipped
             without decoding; Whisper tends to invent a word ("you") in digital
             silence, and the no-speech rule does not always catch it. `None`
             decodes every window, as openai-whisper does.
+        clip_timestamps: transcribe only these parts of the audio: seconds as
+            `"start,end,start,end,..."` or a list of numbers (an odd last start runs
+            to the end), as openai-whisper's and faster-whisper's option. Each clip
+            is decoded window by window from its start; segments keep the audio's
+            times. `None` (default) transcribes everything.
         vad_filter: drop the non-speech parts first (Silero VAD, `pip install
             'keras-whisper[vad]'`) and transcribe the speech laid end to end;
             segment times are mapped back onto the original audio (as
@@ -355,6 +413,12 @@ def transcribe_segments(
             "hallucination_silence_threshold needs word_timestamps=True: the silences "
             "around a segment are found from its words."
         )
+    clip_seconds = parse_clip_timestamps(clip_timestamps)
+    if clip_seconds and vad_filter:
+        raise ValueError(
+            "clip_timestamps and vad_filter both choose which audio to transcribe: give "
+            "one of them."
+        )
     language = resolve_language(tokenizer, language, task)
     # best_of applies to the sampled temperatures only (OpenAI's fallback).
     best_of = decode_options.pop("best_of", None)
@@ -375,13 +439,16 @@ def transcribe_segments(
         waveform = np.concatenate(pieces) if pieces else np.zeros((0,), np.float32)
     mel = log_mel_spectrogram(waveform, backbone.num_mels, padding=N_SAMPLES)
     content_frames = mel.shape[0] - N_FRAMES
+    clips = clip_frames(clip_seconds, content_frames)
     # Loudest sample of each mel frame's hop, for the digital-silence gate.
     frame_peaks = _frame_peaks(waveform, content_frames)
 
     language_probability = None
     if language is None:
-        # openai-whisper detects on the first window of the padded-audio mel.
-        first = pad_or_trim(mel, N_FRAMES, axis=0)[None].astype("float32")
+        # openai-whisper detects on the first window of the padded-audio mel; from
+        # the first clip's start, as faster-whisper (the whole audio's start without clips).
+        first_frame = clips[0][0] if clips[0][0] < content_frames else 0
+        first = pad_or_trim(mel[first_frame:], N_FRAMES, axis=0)[None].astype("float32")
         _, probabilities = detect_language(backbone, tokenizer, first)
         language = max(probabilities[0], key=probabilities[0].get)
         language_probability = float(probabilities[0][language])
@@ -392,130 +459,138 @@ def transcribe_segments(
 
     def segments() -> Iterator[Segment]:
         ts_begin = tokenizer.timestamp_begin
-        seek = 0
         all_tokens: list[int] = []
         prompt_reset_since = 0
         last_speech = 0.0  # where the last word ended (word timestamps)
-        if initial_prompt:
-            all_tokens.extend(tokenizer.encode(" " + initial_prompt.strip()))
+        initial_tokens = tokenizer.encode(" " + initial_prompt.strip()) if initial_prompt else []
+        all_tokens.extend(initial_tokens)
+        # What the previous text may fill of a carried prompt (openai-whisper's rule).
+        room = backbone.max_decoder_sequence_length // 2 - 1 - len(initial_tokens)
         next_id = 0
-        while seek < content_frames:
-            window_start = seek
-            time_offset = seek / FRAMES_PER_SECOND
-            segment_size = min(N_FRAMES, content_frames - seek)
-            if silence_threshold_db is not None and (
-                20 * np.log10(frame_peaks[seek : seek + segment_size].max() + 1e-12)
-                < silence_threshold_db
-            ):
-                # Digital silence: Whisper would often "hear" a word ("you") in it.
-                seek += segment_size
-                if progress:
-                    progress(min(seek, content_frames) / FRAMES_PER_SECOND)
-                continue
-            window = pad_or_trim(mel[seek : seek + segment_size], N_FRAMES, axis=0)
-            window = window[None].astype("float32")
-            if word_timestamps:
-                window = encode(backbone, window)  # decoded, then aligned with
-            prompt = all_tokens[prompt_reset_since:]
-            result = decode_with_fallback(
-                backbone,
-                tokenizer,
-                window,
-                dataclasses.replace(options, prompt=prompt or None),
-                temperatures,
-                compression_ratio_threshold,
-                logprob_threshold,
-                no_speech_threshold,
-                best_of,
-                seed=next(window_seeds),
-            )
-            if no_speech_threshold is not None and result.no_speech_prob > no_speech_threshold:
-                if logprob_threshold is None or result.avg_logprob <= logprob_threshold:
-                    seek += segment_size  # silence: nothing to report
+        for clip_start, clip_end in clips:
+            seek = clip_start
+            while seek < clip_end:
+                window_start = seek
+                time_offset = seek / FRAMES_PER_SECOND
+                segment_size = min(N_FRAMES, clip_end - seek)
+                if silence_threshold_db is not None and (
+                    20 * np.log10(frame_peaks[seek : seek + segment_size].max() + 1e-12)
+                    < silence_threshold_db
+                ):
+                    # Digital silence: Whisper would often "hear" a word ("you") in it.
+                    seek += segment_size
                     if progress:
                         progress(min(seek, content_frames) / FRAMES_PER_SECOND)
                     continue
-
-            pieces, advance = split_segments(result.tokens, ts_begin, time_offset, segment_size)
-            seek += advance
-            pieces = [{"start": a, "end": b, "tokens": t, "words": None} for a, b, t in pieces]
-            if word_timestamps:
-                found = alignment.find_alignment(
+                window = pad_or_trim(mel[seek : seek + segment_size], N_FRAMES, axis=0)
+                window = window[None].astype("float32")
+                if word_timestamps:
+                    window = encode(backbone, window)  # decoded, then aligned with
+                if carry_initial_prompt:
+                    since = max(len(initial_tokens), prompt_reset_since)
+                    carried = all_tokens[since:][-room:] if room > 0 else []
+                    prompt = initial_tokens + carried
+                else:
+                    prompt = all_tokens[prompt_reset_since:]
+                result = decode_with_fallback(
                     backbone,
                     tokenizer,
                     window,
-                    [t for piece in pieces for t in piece["tokens"] if t < tokenizer.eot],
-                    segment_size,
-                    sot_sequence=tokenizer.sot_sequence(options.language, options.task),
-                    language=options.language,
-                    heads=alignment_heads,
+                    dataclasses.replace(options, prompt=prompt or None),
+                    temperatures,
+                    compression_ratio_threshold,
+                    logprob_threshold,
+                    no_speech_threshold,
+                    best_of,
+                    seed=next(window_seeds),
                 )
-                alignment.add_word_timestamps(
-                    pieces,
-                    found,
-                    time_offset,
-                    last_speech,
-                    tokenizer.eot,
-                    prepend_punctuations,
-                    append_punctuations,
-                )
-                # Unless the window ended on a lone timestamp, the next one starts
-                # after the last word (which may lie past the last timestamp pair).
-                last_word_end = _last_word_end(pieces)
-                single_ending = ends_on_single_timestamp(result.tokens, ts_begin)
-                if not single_ending and last_word_end is not None:
-                    if last_word_end > time_offset:
-                        seek = round(last_word_end * FRAMES_PER_SECOND)
-                if hallucination_silence_threshold is not None:
-                    skip = _skip_hallucinations(
-                        pieces,
-                        hallucination_silence_threshold,
-                        window_start,
-                        segment_size,
-                        content_frames,
-                        last_speech,
-                    )
-                    if skip is not None:
-                        seek, whole_window = skip
-                        if whole_window:
-                            continue  # a hallucination after silence: decode from it
-                    last_word_end = _last_word_end(pieces)
-                if last_word_end is not None:
-                    last_speech = last_word_end
+                if no_speech_threshold is not None and result.no_speech_prob > no_speech_threshold:
+                    if logprob_threshold is None or result.avg_logprob <= logprob_threshold:
+                        seek += segment_size  # silence: nothing to report
+                        if progress:
+                            progress(min(seek, content_frames) / FRAMES_PER_SECOND)
+                        continue
 
-            for piece in pieces:
-                start, end, words = piece["start"], piece["end"], piece["words"]
-                text_tokens = [int(t) for t in piece["tokens"] if t < tokenizer.eot]
-                text = tokenizer.decode(text_tokens)
-                if start == end or not text.strip():
-                    continue  # nothing said: no segment (faster-whisper), no prompt tokens
-                kept = [int(t) for t in piece["tokens"]]
-                all_tokens.extend(kept)
-                if timeline is not None:
-                    start = timeline.original_time(start)
-                    end = timeline.original_time(end, is_end=True)
-                    if words:
-                        words = [alignment.restore_word(timeline, w) for w in words]
-                        start, end = words[0].start, words[-1].end
-                segment = Segment(
-                    id=next_id,
-                    seek=int(window_start),
-                    start=round(start, 3),
-                    end=round(end, 3),
-                    text=text,
-                    tokens=kept,
-                    temperature=result.temperature,
-                    avg_logprob=result.avg_logprob,
-                    compression_ratio=result.compression_ratio,
-                    no_speech_prob=result.no_speech_prob,
-                    words=words,
-                )
-                next_id += 1
-                yield segment
-            if not condition_on_previous_text or result.temperature > 0.5:
-                prompt_reset_since = len(all_tokens)
-            if progress:
-                progress(min(seek, content_frames) / FRAMES_PER_SECOND)
+                pieces, advance = split_segments(result.tokens, ts_begin, time_offset, segment_size)
+                seek += advance
+                pieces = [{"start": a, "end": b, "tokens": t, "words": None} for a, b, t in pieces]
+                if word_timestamps:
+                    found = alignment.find_alignment(
+                        backbone,
+                        tokenizer,
+                        window,
+                        [t for piece in pieces for t in piece["tokens"] if t < tokenizer.eot],
+                        segment_size,
+                        sot_sequence=tokenizer.sot_sequence(options.language, options.task),
+                        language=options.language,
+                        heads=alignment_heads,
+                    )
+                    alignment.add_word_timestamps(
+                        pieces,
+                        found,
+                        time_offset,
+                        last_speech,
+                        tokenizer.eot,
+                        prepend_punctuations,
+                        append_punctuations,
+                    )
+                    # Unless the window ended on a lone timestamp, the next one starts
+                    # after the last word (which may lie past the last timestamp pair).
+                    last_word_end = _last_word_end(pieces)
+                    single_ending = ends_on_single_timestamp(result.tokens, ts_begin)
+                    if not single_ending and last_word_end is not None:
+                        if last_word_end > time_offset:
+                            seek = round(last_word_end * FRAMES_PER_SECOND)
+                    if hallucination_silence_threshold is not None:
+                        skip = _skip_hallucinations(
+                            pieces,
+                            hallucination_silence_threshold,
+                            window_start,
+                            segment_size,
+                            content_frames,
+                            last_speech,
+                        )
+                        if skip is not None:
+                            seek, whole_window = skip
+                            if whole_window:
+                                continue  # a hallucination after silence: decode from it
+                        last_word_end = _last_word_end(pieces)
+                    if last_word_end is not None:
+                        last_speech = last_word_end
+
+                for piece in pieces:
+                    start, end, words = piece["start"], piece["end"], piece["words"]
+                    text_tokens = [int(t) for t in piece["tokens"] if t < tokenizer.eot]
+                    text = tokenizer.decode(text_tokens)
+                    if start == end or not text.strip():
+                        continue  # nothing said: no segment (faster-whisper), no prompt tokens
+                    kept = [int(t) for t in piece["tokens"]]
+                    all_tokens.extend(kept)
+                    if timeline is not None:
+                        start = timeline.original_time(start)
+                        end = timeline.original_time(end, is_end=True)
+                        if words:
+                            words = [alignment.restore_word(timeline, w) for w in words]
+                            start, end = words[0].start, words[-1].end
+                    segment = Segment(
+                        id=next_id,
+                        seek=int(window_start),
+                        start=round(start, 3),
+                        end=round(end, 3),
+                        text=text,
+                        tokens=kept,
+                        temperature=result.temperature,
+                        avg_logprob=result.avg_logprob,
+                        compression_ratio=result.compression_ratio,
+                        no_speech_prob=result.no_speech_prob,
+                        words=words,
+                    )
+                    next_id += 1
+                    yield segment
+                if not condition_on_previous_text or result.temperature > 0.5:
+                    prompt_reset_since = len(all_tokens)
+                if progress:
+                    progress(min(seek, content_frames) / FRAMES_PER_SECOND)
 
     info = TranscriptionInfo(language, language_probability, duration)
     return segments(), info

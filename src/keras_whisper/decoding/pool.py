@@ -206,8 +206,9 @@ class DecodingPool:
     Args:
         backbone: a `WhisperBackbone`.
         tokenizer: its `WhisperTokenizer`.
-        options: `DecodingOptions` without `beam_size`, `best_of` 1 or `None`, no
-            `prompt` (each window is decoded on its own).
+        options: `DecodingOptions` without `beam_size`, `best_of` 1 or `None`. A
+            `prompt` is the same for every window (rows feed it token by token before
+            their start sequence); windows never prompt one another.
         rows: int. The largest number of windows decoded at once.
         seed: int. Seeds the sampler when `options.temperature > 0`.
 
@@ -225,10 +226,10 @@ class DecodingPool:
         self, backbone, tokenizer, options: DecodingOptions, rows: int, seed: int | None = None
     ):
         _check_model(backbone, tokenizer)
-        if options.beam_size is not None or (options.best_of or 1) > 1 or options.prompt:
+        if options.beam_size is not None or (options.best_of or 1) > 1:
             raise ValueError(
-                "A DecodingPool decodes greedily or draws one sample per window, without a "
-                "prompt; use `generate` for beam search, best_of > 1 or prompts."
+                "A DecodingPool decodes greedily or draws one sample per window; use "
+                "`generate` for beam search or best_of > 1."
             )
         if not isinstance(rows, int) or rows < 1:
             raise ValueError(f"`rows` must be a positive integer; got {rows!r}.")
