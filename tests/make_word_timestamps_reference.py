@@ -8,7 +8,7 @@ timestamps and temperature fallback, as the `greedy_ts` rows of
 faster_whisper_reference.jsonl (mode `sequential`); and, for the batched mode, Silero VAD
 (faster-whisper's own) then greedy decoding without timestamps of the speech (mode
 `vad_without_timestamps`, and `vad_prompt` with an initial prompt); and `clip_timestamps` (only some parts of a file, with and
-without word timestamps: modes `clips` and `clips_words`). Each row records the options
+without word timestamps: modes `clips` and `clips_words`), and `hotwords`. Each row records the options
 it was made with beyond greedy decoding. Needs the benchmark peers
 (`pip install --no-deps -r benchmarks/requirements.txt`).
 
@@ -44,6 +44,8 @@ CASES = [
     # Two clips (the second open-ended) across sonnet 1's two windows, and one inside jfk.
     ("tiny_en", "en_sonnet001_long.wav", "en", "clips"),
     ("tiny_en", "en_jfk.wav", "en", "clips_words"),
+    # Hotwords (faster-whisper's option) that turn sonnet 1's "churro" into "churl".
+    ("tiny_en", "en_sonnet001_long.wav", "en", "hotwords"),
 ]
 MODES = {
     "sequential": {"temperature": TEMPERATURES},
@@ -64,6 +66,11 @@ MODES = {
         "word_timestamps": False,
     },
     "clips_words": {"temperature": TEMPERATURES, "clip_timestamps": "1.5,6.2"},
+    "hotwords": {
+        "temperature": TEMPERATURES,
+        "hotwords": "churl, niggarding, Shakespeare",
+        "word_timestamps": False,
+    },
 }
 
 

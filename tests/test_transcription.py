@@ -205,6 +205,22 @@ def test_clip_timestamps_match_faster_whisper(tiny):
     assert seeks[0] == 350 and 3100 in seeks
 
 
+@pytest.mark.slow
+def test_hotwords_match_faster_whisper(tiny):
+    # faster-whisper's hotwords: given after <|startofprev|> in every window, before the
+    # previous text. Here they make tiny.en hear sonnet 1's "churl" (not "churro").
+    row = word_timestamps_rows("hotwords")[0]
+    result = tiny.transcribe(
+        audio_file(row["file"]), language=row["language"], seed=0, **row["options"]
+    )
+    assert [s.tokens for s in result.segments] == [s["tokens"] for s in row["segments"]]
+    assert [(s.start, s.end) for s in result.segments] == [
+        pytest.approx((s["start"], s["end"]), abs=1e-6) for s in row["segments"]
+    ]
+    assert "tender churl makes" in result.text
+    assert "tender churro makes" in reference_rows(TINY)[row["file"], "greedy_ts"]["text"]
+
+
 def test_clip_timestamps_are_openai_whispers_start_end_pairs():
     assert parse_clip_timestamps(None) == [] and parse_clip_timestamps("") == []
     assert parse_clip_timestamps(" 0, 5.5 ,10") == [0.0, 5.5, 10.0]
@@ -459,7 +475,7 @@ def test_cli_hands_openai_whispers_decoding_flags_to_transcribe(tmp_path, monkey
     args += ["--compression-ratio-threshold", "none", "--logprob-threshold", "-0.5"]
     args += ["--no-speech-threshold", "0.3", "--clip-timestamps", "0,5"]
     args += ["--prepend-punctuations", "¿", "--append-punctuations", "!"]
-    args += ["--initial-prompt", "Sonnets.", "--carry-initial-prompt"]
+    args += ["--initial-prompt", "Sonnets.", "--carry-initial-prompt", "--hotwords", "churl"]
     assert cli.main([*args, "--output-dir", str(tmp_path), "--quiet"]) == 0
     expected = {
         "beam_size": 5,
@@ -474,6 +490,7 @@ def test_cli_hands_openai_whispers_decoding_flags_to_transcribe(tmp_path, monkey
         "append_punctuations": "!",
         "initial_prompt": "Sonnets.",
         "carry_initial_prompt": True,
+        "hotwords": "churl",
     }
     assert {k: seen[k] for k in expected} == expected
     # openai-whisper's defaults when no flag is given.

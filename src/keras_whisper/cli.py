@@ -6,7 +6,7 @@ keras-whisper transcribe AUDIO... [--preset whisper_tiny_en] [--language LANG]
     [--initial-prompt TEXT] [--output-format txt|srt|vtt|tsv|json|all]
     [--output-dir DIR] [--threads N] [--backend jax|torch|tensorflow]
     [--batch-size N] [--vad-filter] [--clip-timestamps S,E,...] [--dtype bfloat16]
-    [--seed N] [--word-timestamps] [--patience P] [--length-penalty A]
+    [--seed N] [--word-timestamps] [--hotwords TEXT] [--patience P] [--length-penalty A]
     [--suppress-tokens IDS] [--compression-ratio-threshold X|none]
     [--logprob-threshold X|none] [--no-speech-threshold X|none] ...
 ```
@@ -92,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=None, help="seed of the sampling: reproducible transcripts"
     )
     run.add_argument("--initial-prompt", default=None, help="text to prompt the first window")
+    run.add_argument(
+        "--hotwords",
+        default=None,
+        help="names or jargon the speech holds, prompted in every window",
+    )
     run.add_argument(
         "--carry-initial-prompt",
         action="store_true",
@@ -288,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         "best_of": args.best_of,
         "patience": args.patience,
         "length_penalty": args.length_penalty,
+        "hotwords": args.hotwords,
         "without_timestamps": args.without_timestamps,
     }
     failures = 0

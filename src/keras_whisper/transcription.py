@@ -399,7 +399,7 @@ def transcribe_segments(
             layers (`WhisperSpeechToText` passes its preset's heads).
         prepend_punctuations, append_punctuations: with `word_timestamps`, the
             marks joined to the word after, or before, them.
-        **decode_options: `DecodingOptions` fields (beam_size, best_of,
+        **decode_options: `DecodingOptions` fields (beam_size, best_of, hotwords,
             patience, length_penalty, suppress_tokens, suppress_blank,
             without_timestamps, max_initial_timestamp, prefix).
 

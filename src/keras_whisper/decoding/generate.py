@@ -647,7 +647,8 @@ def _text_tokens(tokenizer, value) -> list[int]:
 
 
 def _initial_tokens(tokenizer, options: DecodingOptions, language, n_ctx: int, sample_len: int):
-    """OpenAI's initial tokens: [sot_prev, prompt...] + sot sequence + prefix."""
+    """OpenAI's initial tokens: [sot_prev, hotwords..., prompt...] + sot sequence + prefix
+    (the hotwords are faster-whisper's)."""
     task = options.task
     sot_sequence = list(tokenizer.sot_sequence(language, task))
     if options.without_timestamps:
@@ -660,11 +661,15 @@ def _initial_tokens(tokenizer, options: DecodingOptions, language, n_ctx: int, s
             prefix = prefix[-max_prefix_len:]
         tokens += prefix
     sot_index = 0
-    if options.prompt:
-        prompt = _text_tokens(tokenizer, options.prompt)
-        prompt = [tokenizer.sot_prev] + prompt[-(n_ctx // 2 - 1) :]
-        sot_index = len(prompt)
-        tokens = prompt + tokens
+    hotwords = options.hotwords if not options.prefix else None  # faster-whisper's rule
+    if options.prompt or hotwords:
+        previous = [tokenizer.sot_prev]
+        if hotwords:
+            previous += _text_tokens(tokenizer, hotwords)[: n_ctx // 2 - 1]
+        if options.prompt:
+            previous += _text_tokens(tokenizer, options.prompt)[-(n_ctx // 2 - 1) :]
+        sot_index = len(previous)
+        tokens = previous + tokens
     return tokens, sot_index
 
 

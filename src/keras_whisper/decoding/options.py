@@ -67,6 +67,11 @@ class DecodingOptions:
         prefix: string or list of ints. Text (or tokens) the transcript must
             start with, placed after the start-of-transcript sequence. Defaults
             to `None`.
+        hotwords: string or list of ints. Words (or tokens) the speech is likely to
+            hold, such as names or jargon, given to the decoder after
+            `<|startofprev|>` and before the `prompt` (faster-whisper's option; its
+            first 223 tokens are kept; ignored when a `prefix` is given, as there).
+            Defaults to `None`.
         suppress_tokens: string or list of ints. Comma-separated token ids
             never to emit; `"-1"` (default) stands for the tokenizer's
             non-speech symbols. Whenever this is non-empty, the task, start and
@@ -97,6 +102,7 @@ class DecodingOptions:
     length_penalty: float | None = None
     prompt: str | Sequence[int] | None = None
     prefix: str | Sequence[int] | None = None
+    hotwords: str | Sequence[int] | None = None
     suppress_tokens: str | Sequence[int] | None = "-1"
     suppress_blank: bool = True
     without_timestamps: bool = False
