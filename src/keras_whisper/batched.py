@@ -748,17 +748,14 @@ def _file_result(
                 words = [alignment.restore_word(timeline, w) for w in words]
                 start, end = words[0].start, words[-1].end
             segments.append(
-                Segment(
+                Segment.of_window(
+                    result,
                     id=len(segments),
                     seek=int(round(piece.offset * 100)),
                     start=start,
                     end=end,
                     text=text,
                     tokens=tokens,
-                    temperature=result.temperature,
-                    avg_logprob=result.avg_logprob,
-                    compression_ratio=result.compression_ratio,
-                    no_speech_prob=result.no_speech_prob,
                     words=words,
                 )
             )

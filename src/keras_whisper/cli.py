@@ -299,15 +299,17 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     temperatures = _temperatures(args.temperature, args.temperature_increment)
     decode_options = {k: v for k, v in decode_options.items() if v not in (None, False)}
-    # Options both modes take.
+    # Options both modes take (not all of them decoding options).
     decode_options |= {
         "suppress_tokens": args.suppress_tokens,
         "no_speech_threshold": args.no_speech_threshold,
         "logprob_threshold": args.logprob_threshold,
     }
-    for side in ("prepend", "append"):
-        if getattr(args, f"{side}_punctuations") is not None:
-            decode_options[f"{side}_punctuations"] = getattr(args, f"{side}_punctuations")
+    punctuations = {
+        "prepend_punctuations": args.prepend_punctuations,
+        "append_punctuations": args.append_punctuations,
+    }
+    decode_options |= {k: v for k, v in punctuations.items() if v is not None}
     if args.batch_size is not None:
         if args.batch_size < 1:
             print("keras-whisper: --batch-size must be at least 1.", file=sys.stderr)

@@ -71,6 +71,18 @@ class Segment:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def of_window(cls, result: DecodingResult, **fields: Any) -> Segment:
+        """A segment of a decoded window: `fields` (id, seek, start, end, text, tokens,
+        words) and the window's scores from its `DecodingResult`."""
+        return cls(
+            **fields,
+            temperature=result.temperature,
+            avg_logprob=result.avg_logprob,
+            compression_ratio=result.compression_ratio,
+            no_speech_prob=result.no_speech_prob,
+        )
+
 
 @dataclasses.dataclass
 class TranscriptionResult:
@@ -486,12 +498,9 @@ def transcribe_segments(
                 window = window[None].astype("float32")
                 if word_timestamps:
                     window = encode(backbone, window)  # decoded, then aligned with
-                if carry_initial_prompt:
-                    since = max(len(initial_tokens), prompt_reset_since)
-                    carried = all_tokens[since:][-room:] if room > 0 else []
-                    prompt = initial_tokens + carried
-                else:
-                    prompt = all_tokens[prompt_reset_since:]
+                prompt = _window_prompt(
+                    all_tokens, initial_tokens, prompt_reset_since, carry_initial_prompt, room
+                )
                 result = decode_with_fallback(
                     backbone,
                     tokenizer,
@@ -515,48 +524,24 @@ def transcribe_segments(
                 seek += advance
                 pieces = [{"start": a, "end": b, "tokens": t, "words": None} for a, b, t in pieces]
                 if word_timestamps:
-                    found = alignment.find_alignment(
+                    seek, whole_window, last_speech = _place_words(
                         backbone,
                         tokenizer,
                         window,
-                        [t for piece in pieces for t in piece["tokens"] if t < tokenizer.eot],
-                        segment_size,
-                        sot_sequence=tokenizer.sot_sequence(options.language, options.task),
-                        language=options.language,
-                        heads=alignment_heads,
-                    )
-                    alignment.add_word_timestamps(
                         pieces,
-                        found,
-                        time_offset,
-                        last_speech,
-                        tokenizer.eot,
-                        prepend_punctuations,
-                        append_punctuations,
+                        result.tokens,
+                        options,
+                        window_start=window_start,
+                        window_frames=segment_size,
+                        seek=seek,
+                        content_frames=content_frames,
+                        last_speech=last_speech,
+                        heads=alignment_heads,
+                        punctuations=(prepend_punctuations, append_punctuations),
+                        hallucination_threshold=hallucination_silence_threshold,
                     )
-                    # Unless the window ended on a lone timestamp, the next one starts
-                    # after the last word (which may lie past the last timestamp pair).
-                    last_word_end = _last_word_end(pieces)
-                    single_ending = ends_on_single_timestamp(result.tokens, ts_begin)
-                    if not single_ending and last_word_end is not None:
-                        if last_word_end > time_offset:
-                            seek = round(last_word_end * FRAMES_PER_SECOND)
-                    if hallucination_silence_threshold is not None:
-                        skip = _skip_hallucinations(
-                            pieces,
-                            hallucination_silence_threshold,
-                            window_start,
-                            segment_size,
-                            content_frames,
-                            last_speech,
-                        )
-                        if skip is not None:
-                            seek, whole_window = skip
-                            if whole_window:
-                                continue  # a hallucination after silence: decode from it
-                        last_word_end = _last_word_end(pieces)
-                    if last_word_end is not None:
-                        last_speech = last_word_end
+                    if whole_window:
+                        continue  # a hallucination after silence: decode from it
 
                 for piece in pieces:
                     start, end, words = piece["start"], piece["end"], piece["words"]
@@ -572,17 +557,14 @@ def transcribe_segments(
                         if words:
                             words = [alignment.restore_word(timeline, w) for w in words]
                             start, end = words[0].start, words[-1].end
-                    segment = Segment(
+                    segment = Segment.of_window(
+                        result,
                         id=next_id,
                         seek=int(window_start),
                         start=round(start, 3),
                         end=round(end, 3),
                         text=text,
                         tokens=kept,
-                        temperature=result.temperature,
-                        avg_logprob=result.avg_logprob,
-                        compression_ratio=result.compression_ratio,
-                        no_speech_prob=result.no_speech_prob,
                         words=words,
                     )
                     next_id += 1
@@ -594,6 +576,82 @@ def transcribe_segments(
 
     info = TranscriptionInfo(language, language_probability, duration)
     return segments(), info
+
+
+def _window_prompt(
+    all_tokens: list[int],
+    initial_tokens: list[int],
+    reset_since: int,
+    carry_initial: bool,
+    room: int,
+) -> list[int]:
+    """The previous text a window is prompted with: all of it since the last reset; or,
+    carrying the initial prompt, that prompt then the latest text that fits in `room`
+    tokens (openai-whisper's `carry_initial_prompt`)."""
+    if not carry_initial:
+        return all_tokens[reset_since:]
+    since = max(len(initial_tokens), reset_since)
+    return initial_tokens + (all_tokens[since:][-room:] if room > 0 else [])
+
+
+def _place_words(
+    backbone,
+    tokenizer,
+    encoded,
+    pieces: list[dict],
+    tokens: Sequence[int],
+    options: DecodingOptions,
+    *,
+    window_start: int,
+    window_frames: int,
+    seek: int,
+    content_frames: int,
+    last_speech: float,
+    heads,
+    punctuations: tuple[str, str],
+    hallucination_threshold: float | None,
+) -> tuple[int, bool, float]:
+    """Give a window's segments (`pieces`) their words, and say where the next window
+    starts: `(seek, whether the whole window is dropped, end of the last word)`.
+
+    The words come from `alignment` on the window's encoder output; unless the window
+    ended on a lone timestamp, the next one starts after the last word (which may lie
+    past the last timestamp pair); `hallucination_threshold` then drops hallucinated
+    segments (`_skip_hallucinations`).
+    """
+    time_offset = window_start / FRAMES_PER_SECOND
+    found = alignment.find_alignment(
+        backbone,
+        tokenizer,
+        encoded,
+        [t for piece in pieces for t in piece["tokens"] if t < tokenizer.eot],
+        window_frames,
+        sot_sequence=tokenizer.sot_sequence(options.language, options.task),
+        language=options.language,
+        heads=heads,
+    )
+    alignment.add_word_timestamps(
+        pieces, found, time_offset, last_speech, tokenizer.eot, *punctuations
+    )
+    last_word_end = _last_word_end(pieces)
+    single_ending = ends_on_single_timestamp(tokens, tokenizer.timestamp_begin)
+    if not single_ending and last_word_end is not None and last_word_end > time_offset:
+        seek = round(last_word_end * FRAMES_PER_SECOND)
+    if hallucination_threshold is not None:
+        skip = _skip_hallucinations(
+            pieces,
+            hallucination_threshold,
+            window_start,
+            window_frames,
+            content_frames,
+            last_speech,
+        )
+        if skip is not None:
+            seek, whole_window = skip
+            if whole_window:
+                return seek, True, last_speech
+        last_word_end = _last_word_end(pieces)
+    return seek, False, last_speech if last_word_end is None else last_word_end
 
 
 def _skip_hallucinations(

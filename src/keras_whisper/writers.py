@@ -80,9 +80,10 @@ def _subtitles(
     per_line = max_words_per_line or 1000
     line_length, line_count = 0, 1
     subtitle: list[tuple[float, float, str]] = []
-    starts = [_field(w, "start") for s in segments for w in (_field(s, "words") or [])]
-    last = starts[0] if starts else (_field(segments[0], "start") if segments else 0.0)
-    last = last or 0.0
+    starts = (_field(w, "start") for s in segments for w in (_field(s, "words") or []))
+    last = next(starts, None)  # the first word's start, else the first segment's
+    if last is None:
+        last = (_field(segments[0], "start") if segments else None) or 0.0
     for segment in segments:
         words = _field(segment, "words") or []
         for first in range(0, len(words), per_line):
