@@ -18,9 +18,14 @@ How rows at different positions share one compiled step:
   positional embedding, and it attends to the slots written since it started (the last
   `position` slots of the ring; stale slots of the row's previous window are masked out).
   Attention does not depend on the order of the keys, only on which are visible;
-- a new row starts from `<|startoftranscript|>` at position 0 and is fed its initial
-  tokens one step at a time (the first steps of a row are forced, no separate prefill);
-  its no-speech probability is read at `<|startoftranscript|>`, as `generate` does;
+- a new row is fed its start sequence (`<|startoftranscript|>`, language, task) one
+  step at a time (the first steps of a row are forced): a prefill of a few tokens for
+  one window would cost more than these steps shared by all rows. Its no-speech
+  probability is read at `<|startoftranscript|>`, as `generate` does. A prompt before
+  it (`<|startofprev|>`, hotwords, the initial prompt: the same for every window, up to
+  223 tokens) is instead decoded in one pass when the window is added, and its keys and
+  values written into the ring slots the row's steps would have filled; the row starts
+  at `<|startoftranscript|>`;
 - the loop stops when as many rows have finished as there are pieces waiting (at least
   one), the host collects their tokens, encodes new pieces into those rows
   (`WhisperBackbone.cross_attention_cache` written in place), and the loop goes on.
@@ -79,17 +84,60 @@ def pool_sizes(rows: int) -> list[int]:
 
 def _insert_stage(model, cross_cache, encoder_output, rows, *, out_major):
     """The cross-attention keys and values of new windows, written into `rows`."""
-    new = model.cross_attention_cache(encoder_output)
-    if out_major:
-        new = layers.out_major_values(new)
+    return _write_rows(_new_cross(model, encoder_output, out_major)[1], cross_cache, rows)
+
+
+def _new_cross(model, encoder_output, out_major):
+    """The cross-attention keys and values of new windows: `(plain, in the loop's layout)`."""
+    plain = model.cross_attention_cache(encoder_output)
+    return plain, layers.out_major_values(plain) if out_major else plain
+
+
+def _write_rows(new, cache, rows):
+    """`cache` (pairs of `(batch, ...)` arrays per layer) with `new` written into `rows`."""
     indices = ops.cast(rows, "int32")[:, None]
     return tuple(
         tuple(
             ops.scatter_update(old, indices, ops.cast(update, old.dtype))
             for old, update in zip(pair, new_pair, strict=True)
         )
-        for pair, new_pair in zip(cross_cache, new, strict=True)
+        for pair, new_pair in zip(cache, new, strict=True)
     )
+
+
+def _insert_prefill_stage(
+    model, cross_cache, self_cache, encoder_output, rows, prompt, empty, first_slot, *, out_major
+):
+    """`_insert_stage`, and the self-attention keys and values of the rows' prompt.
+
+    The prompt (`<|startofprev|>` and the previous text, the same for every window) is
+    decoded in one pass against each new window; its `n` positions go to the ring slots
+    `first_slot ... first_slot + n - 1` (mod the cache length) of the new rows, where the
+    pool's steps would have written them one a step. The rows' other slots are kept.
+    """
+    plain, new_cross = _new_cross(model, encoder_output, out_major)
+    count = ops.shape(encoder_output)[0]
+    tokens = ops.repeat(prompt, count, axis=0)
+    _, prefilled = model.decode_with_cache(tokens, empty, plain, ops.cast(0, "int32"))
+    num_prompt = ops.shape(prompt)[1]
+    length = ops.shape(self_cache[0][0])[2]
+    # The prompt position each slot of the ring holds, when it holds one.
+    position = (ops.arange(length, dtype="int32") - first_slot) % length
+    held = (position < num_prompt)[None, None, :, None]
+    position = ops.minimum(position, num_prompt - 1)
+    indices = ops.cast(rows, "int32")
+    merged = tuple(
+        tuple(
+            ops.where(
+                held,
+                ops.cast(ops.take(new, position, axis=2), old.dtype),
+                ops.take(old, indices, axis=0),
+            )
+            for old, new in zip(pair, new_pair, strict=True)
+        )
+        for pair, new_pair in zip(self_cache, prefilled, strict=True)
+    )
+    return _write_rows(new_cross, cross_cache, rows), _write_rows(merged, self_cache, rows)
 
 
 def _shrink_stage(model, cross_cache, self_cache, keep, *, from_out_major, to_out_major):
@@ -207,8 +255,8 @@ class DecodingPool:
         backbone: a `WhisperBackbone`.
         tokenizer: its `WhisperTokenizer`.
         options: `DecodingOptions` without `beam_size`, `best_of` 1 or `None`. A
-            `prompt` is the same for every window (rows feed it token by token before
-            their start sequence); windows never prompt one another.
+            `prompt` (and `hotwords`) is the same for every window (decoded in one pass
+            as each window is added); windows never prompt one another.
         rows: int. The largest number of windows decoded at once.
         seed: int. Seeds the sampler when `options.temperature > 0`.
 
@@ -241,6 +289,7 @@ class DecodingPool:
             tokenizer, options, options.language or "en", n_ctx, self.sample_len
         )
         self.sample_begin = len(probe)
+        self._prompt = np.array([probe[: self.sot_index]], dtype="int32")
         self.limit = min(self.sample_begin + self.sample_len, n_ctx + 1)
         # Positions up to `limit - 2` are fed, so a row never sees a slot twice.
         self.cache_length = min(n_ctx, -(-(self.limit - 1) // CACHE_STEP) * CACHE_STEP)
@@ -359,7 +408,9 @@ class DecodingPool:
             initial = self._initial_tokens(language)
             self._tokens[r] = 0
             self._tokens[r, : len(initial)] = initial
-            self._start[r] = self._step
+            # The prompt before `<|startoftranscript|>` is prefilled (`_insert`): the
+            # row's first step feeds `<|startoftranscript|>`.
+            self._start[r] = self._step - self.sot_index
             self._done[r] = False
             self._sums[r] = 0.0
             self._no_speech[r] = 0.0
@@ -385,8 +436,26 @@ class DecodingPool:
         return _encoder_output(self.backbone, features)
 
     def _insert(self, encoder_output, rows: list[int]) -> None:
-        """Write the cross-attention keys and values of windows into `rows` (in place)."""
+        """Write the cross-attention keys and values of windows into `rows` (in place),
+        and the self-attention keys and values of the prompt, when there is one."""
         out_major = self._spec.layout == "out_major"
+        if self.sot_index:
+            count = int(encoder_output.shape[0])
+            empty = self.backbone.empty_self_attention_cache(count, self.sot_index)
+            self._cross, self._cache = _run(
+                self.backbone,
+                ("pool_insert_prefill", out_major),
+                functools.partial(_insert_prefill_stage, out_major=out_major),
+                self._cross,
+                self._cache,
+                encoder_output,
+                np.array(rows, dtype="int32"),
+                self._prompt,
+                empty,
+                np.int32(self._step - self.sot_index),
+                donate=(0, 1),
+            )
+            return
         self._cross = _run(
             self.backbone,
             ("pool_insert", out_major),
