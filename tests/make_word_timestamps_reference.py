@@ -8,7 +8,9 @@ timestamps and temperature fallback, as the `greedy_ts` rows of
 faster_whisper_reference.jsonl (mode `sequential`); and, for the batched mode, Silero VAD
 (faster-whisper's own) then greedy decoding without timestamps of the speech (mode
 `vad_without_timestamps`, and `vad_prompt` with an initial prompt); and `clip_timestamps` (only some parts of a file, with and
-without word timestamps: modes `clips` and `clips_words`), and `hotwords`. Each row records the options
+without word timestamps: modes `clips` and `clips_words`), `hotwords`, and the repetition
+rules (`repetition_penalty`, `no_repeat_ngram`, with beam search, and batched as
+`vad_repetition`). Each row records the options
 it was made with beyond greedy decoding. Needs the benchmark peers
 (`pip install --no-deps -r benchmarks/requirements.txt`).
 
@@ -46,6 +48,15 @@ CASES = [
     ("tiny_en", "en_jfk.wav", "en", "clips_words"),
     # Hotwords (faster-whisper's option) that turn sonnet 1's "churro" into "churl".
     ("tiny_en", "en_sonnet001_long.wav", "en", "hotwords"),
+    # faster-whisper's repetition rules, greedy and beam 5, sequential and batched: each
+    # changes the text ("Ask, What You Can Do For Your Country", "ask what you can for
+    # your countries").
+    ("tiny_en", "en_sonnet001_long.wav", "en", "repetition_penalty"),
+    ("tiny_en", "en_jfk.wav", "en", "no_repeat_ngram"),
+    ("base", "en_jfk.wav", "en", "no_repeat_ngram"),
+    ("tiny_en", "en_jfk.wav", "en", "beam_repetition_penalty"),
+    ("tiny_en", "en_jfk.wav", "en", "beam_no_repeat_ngram"),
+    ("tiny_en", "en_jfk.wav", "en", "vad_repetition"),
 ]
 MODES = {
     "sequential": {"temperature": TEMPERATURES},
@@ -71,7 +82,34 @@ MODES = {
         "hotwords": "churl, niggarding, Shakespeare",
         "word_timestamps": False,
     },
+    "repetition_penalty": {
+        "temperature": TEMPERATURES,
+        "repetition_penalty": 1.3,
+        "word_timestamps": False,
+    },
+    "no_repeat_ngram": {"temperature": TEMPERATURES, "no_repeat_ngram_size": 2},
+    "beam_repetition_penalty": {
+        "temperature": TEMPERATURES,
+        "beam_size": 5,
+        "repetition_penalty": 1.5,
+        "word_timestamps": False,
+    },
+    "beam_no_repeat_ngram": {
+        "temperature": TEMPERATURES,
+        "beam_size": 5,
+        "no_repeat_ngram_size": 2,
+        "word_timestamps": False,
+    },
+    "vad_repetition": {
+        "temperature": 0.0,
+        "vad_filter": True,
+        "without_timestamps": True,
+        "repetition_penalty": 1.3,
+        "no_repeat_ngram_size": 3,
+    },
 }
+# Greedy, no VAD, word timestamps: what a mode changes.
+DEFAULTS = {"beam_size": 1, "best_of": 1, "vad_filter": False, "word_timestamps": True}
 
 
 def main() -> None:
@@ -86,11 +124,7 @@ def main() -> None:
             str(spec.ct2_dir()), device="cpu", compute_type="float32", cpu_threads=2
         )
         segments, _ = model.transcribe(
-            str(DATA / name),
-            language=language,
-            beam_size=1,
-            best_of=1,
-            **({"vad_filter": False, "word_timestamps": True} | MODES[mode]),
+            str(DATA / name), language=language, **(DEFAULTS | MODES[mode])
         )
         options = {k: v for k, v in MODES[mode].items() if k != "temperature"}
         rows.append(

@@ -127,7 +127,13 @@ def test_without_word_timestamps_segments_have_no_words(tiny):
     assert all(s.words is None for s in result.segments)
 
 
-BATCHED = word_timestamps_rows("vad_without_timestamps") + word_timestamps_rows("vad_prompt")
+BATCHED = [
+    row
+    for mode in ("vad_without_timestamps", "vad_prompt", "vad_repetition")
+    for row in word_timestamps_rows(mode)
+]
+# The batched mode's own defaults (VAD pieces without timestamps) among the rows' options.
+BATCHED_DEFAULTS = ("vad_filter", "without_timestamps")
 
 
 @pytest.mark.slow
@@ -143,7 +149,8 @@ def test_batched_words_match_faster_whisper(index, request):
         batch_size=4,
         language=row["language"],
         word_timestamps=True,
-        initial_prompt=row["options"].get("initial_prompt"),  # every piece's prompt
+        # Every piece's prompt; faster-whisper's repetition rules.
+        **{k: v for k, v in row["options"].items() if k not in BATCHED_DEFAULTS},
     )
     # The speech is one piece, decoded without timestamps: faster-whisper's first
     # segment (its sequential loop then seeks back to the last word and decodes the

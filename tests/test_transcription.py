@@ -221,6 +221,83 @@ def test_hotwords_match_faster_whisper(tiny):
     assert "tender churro makes" in reference_rows(TINY)[row["file"], "greedy_ts"]["text"]
 
 
+REPETITION = [
+    row
+    for mode in (
+        "repetition_penalty",
+        "no_repeat_ngram",
+        "beam_repetition_penalty",
+        "beam_no_repeat_ngram",
+    )
+    for row in word_timestamps_rows(mode)
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "row", REPETITION, ids=[f"{r['preset']}-{r['file']}-{r['mode']}" for r in REPETITION]
+)
+def test_repetition_rules_match_faster_whisper(row, request):
+    """faster-whisper's repetition_penalty and no_repeat_ngram_size, greedy and beam 5,
+    tiny.en and base (whose start sequence is longer): the same tokens, segments and
+    word times as faster-whisper, and a text the option changed."""
+    model = request.getfixturevalue("tiny" if row["preset"] == "whisper_tiny_en" else "base")
+    options = {"word_timestamps": True} | row["options"]  # the reference maker's default
+    result = model.transcribe(audio_file(row["file"]), language=row["language"], seed=0, **options)
+    assert [s.tokens for s in result.segments] == [s["tokens"] for s in row["segments"]]
+    assert [(s.start, s.end) for s in result.segments] == [
+        pytest.approx((s["start"], s["end"]), abs=1e-6) for s in row["segments"]
+    ]
+    words = [(w.word, w.start, w.end) for s in result.segments for w in s.words or []]
+    assert words == [
+        (w["word"], pytest.approx(w["start"], abs=1e-6), pytest.approx(w["end"], abs=1e-6))
+        for s in row["segments"]
+        for w in s["words"]
+    ]
+    plain = reference_rows(TINY if row["preset"] == "whisper_tiny_en" else BASE)[
+        row["file"], "beam5_ts" if "beam_size" in row["options"] else "greedy_ts"
+    ]
+    assert result.text.split() != plain["text"].split()
+
+
+def test_repetition_rules_on_a_hand_made_buffer():
+    from keras_whisper.decoding import filters
+
+    # Transcript from position 2: [5, 6, 5] (positions 0-1: the start sequence, 9 9).
+    tokens = np.array([[9, 9, 5, 6, 5, 0, 0]], "int32")
+    logits = np.array([[1.0, -1.0, 2.0, 3.0, -4.0, 2.0, -2.0, 0.5, 1.0, 4.0]], "float32")
+    penalized = np.asarray(filters.repetition_penalty(logits, tokens, 5, 2, 2.0))
+    expected = logits.copy()
+    expected[0, 5], expected[0, 6] = 1.0, -4.0  # 5 seen twice, penalised once; 9 not seen
+    np.testing.assert_allclose(penalized, expected)
+    # After "5 6 5", bigram "5 6" exists: 6 is forbidden; with trigrams nothing repeats.
+    banned = np.isinf(np.asarray(filters.no_repeat_ngram(logits, tokens, 5, 2, 2)))[0]
+    assert banned.nonzero()[0].tolist() == [6]
+    assert not np.isinf(np.asarray(filters.no_repeat_ngram(logits, tokens, 5, 2, 3))).any()
+    # Size 1: nothing of the transcript again; rows at their own positions (a pool).
+    two = np.concatenate([tokens, np.array([[9, 9, 7, 0, 0, 0, 0]], "int32")])
+    banned = np.isinf(
+        np.asarray(filters.no_repeat_ngram(np.repeat(logits, 2, 0), two, np.array([5, 3]), 2, 1))
+    )
+    assert banned[0].nonzero()[0].tolist() == [5, 6] and banned[1].nonzero()[0].tolist() == [7]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"repetition_penalty": float("nan")}, "repetition_penalty"),
+        ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size"),
+        ({"no_repeat_ngram_size": 2.5}, "no_repeat_ngram_size"),
+    ],
+)
+def test_bad_repetition_options_are_refused(options, message):
+    from keras_whisper.decoding import DecodingOptions
+
+    with pytest.raises(ValueError, match=message):
+        DecodingOptions(**options)
+
+
 def test_clip_timestamps_are_openai_whispers_start_end_pairs():
     assert parse_clip_timestamps(None) == [] and parse_clip_timestamps("") == []
     assert parse_clip_timestamps(" 0, 5.5 ,10") == [0.0, 5.5, 10.0]
@@ -476,6 +553,7 @@ def test_cli_hands_openai_whispers_decoding_flags_to_transcribe(tmp_path, monkey
     args += ["--no-speech-threshold", "0.3", "--clip-timestamps", "0,5"]
     args += ["--prepend-punctuations", "¿", "--append-punctuations", "!"]
     args += ["--initial-prompt", "Sonnets.", "--carry-initial-prompt", "--hotwords", "churl"]
+    args += ["--repetition-penalty", "1.3", "--no-repeat-ngram-size", "3"]
     assert cli.main([*args, "--output-dir", str(tmp_path), "--quiet"]) == 0
     expected = {
         "beam_size": 5,
@@ -491,6 +569,8 @@ def test_cli_hands_openai_whispers_decoding_flags_to_transcribe(tmp_path, monkey
         "initial_prompt": "Sonnets.",
         "carry_initial_prompt": True,
         "hotwords": "churl",
+        "repetition_penalty": 1.3,
+        "no_repeat_ngram_size": 3,
     }
     assert {k: seen[k] for k in expected} == expected
     # openai-whisper's defaults when no flag is given.

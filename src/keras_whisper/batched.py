@@ -314,7 +314,8 @@ def transcribe_many(
             joined to the word after, or before, them.
         **decode_options: `DecodingOptions` fields: `temperature` (one value: there is
             no fallback in this mode), `beam_size`, `patience`, `length_penalty`,
-            `suppress_tokens`, `suppress_blank`, `max_initial_timestamp`, `prefix`, `hotwords`.
+            `suppress_tokens`, `suppress_blank`, `max_initial_timestamp`, `prefix`, `hotwords`,
+            `repetition_penalty`, `no_repeat_ngram_size`.
 
     Yields:
         `(input, result)` per input, in input order, as soon as all of its pieces are

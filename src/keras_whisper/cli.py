@@ -7,6 +7,7 @@ keras-whisper transcribe AUDIO... [--preset whisper_tiny_en] [--language LANG]
     [--output-dir DIR] [--threads N] [--backend jax|torch|tensorflow]
     [--batch-size N] [--vad-filter] [--clip-timestamps S,E,...] [--dtype bfloat16]
     [--seed N] [--word-timestamps] [--hotwords TEXT] [--patience P] [--length-penalty A]
+    [--repetition-penalty P] [--no-repeat-ngram-size N]
     [--suppress-tokens IDS] [--compression-ratio-threshold X|none]
     [--logprob-threshold X|none] [--no-speech-threshold X|none] ...
 ```
@@ -96,6 +97,18 @@ def _parser() -> argparse.ArgumentParser:
         "--hotwords",
         default=None,
         help="names or jargon the speech holds, prompted in every window",
+    )
+    run.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=None,
+        help="faster-whisper's: above 1, scale down the tokens the transcript already has",
+    )
+    run.add_argument(
+        "--no-repeat-ngram-size",
+        type=int,
+        default=None,
+        help="faster-whisper's: never repeat an n-gram of this many tokens",
     )
     run.add_argument(
         "--carry-initial-prompt",
@@ -294,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         "patience": args.patience,
         "length_penalty": args.length_penalty,
         "hotwords": args.hotwords,
+        "repetition_penalty": args.repetition_penalty,
+        "no_repeat_ngram_size": args.no_repeat_ngram_size,
         "without_timestamps": args.without_timestamps,
     }
     failures = 0

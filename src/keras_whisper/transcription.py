@@ -413,7 +413,8 @@ def transcribe_segments(
             marks joined to the word after, or before, them.
         **decode_options: `DecodingOptions` fields (beam_size, best_of, hotwords,
             patience, length_penalty, suppress_tokens, suppress_blank,
-            without_timestamps, max_initial_timestamp, prefix).
+            without_timestamps, max_initial_timestamp, prefix, repetition_penalty,
+            no_repeat_ngram_size).
 
     Returns:
         `(segments, info)`: a generator of `Segment`s and a

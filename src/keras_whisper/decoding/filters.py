@@ -18,6 +18,12 @@ The rules, in the order `generate` applies them (openai-whisper `decoding.py`):
    and never decrease; start with a timestamp no later than
    `max_initial_timestamp`; prefer a timestamp when the timestamps' total
    probability beats every single text token.
+
+Before them, when asked, faster-whisper's (CTranslate2's) rules on the transcript so far
+(`tokens[begin:index]`, `begin` the first token after the start sequence):
+
+- `repetition_penalty`: scale down the logits of the tokens already there;
+- `no_repeat_ngram`: forbid the tokens that would repeat an n-gram already there.
 """
 
 from __future__ import annotations
@@ -217,6 +223,98 @@ def apply_timestamp_rules(
     max_text_logprob = layers.row_max(ops.where(is_timestamp, NEG_INF, logprobs))[:, 0]
     prefer_timestamp = (timestamp_logprob > max_text_logprob)[:, None]
     return ops.where(ops.logical_and(prefer_timestamp, ids < timestamp_begin), NEG_INF, logits)
+
+
+def _seen(ids, where, vocabulary_size: int):
+    """`(batch, vocab)` bool: `True` at each row's `ids` (`(batch, n)` ints) where `where`."""
+    rows, width = ops.shape(ids)
+    where = ops.broadcast_to(where, (rows, width))
+    row_ids = ops.repeat(ops.arange(rows, dtype="int32")[:, None], width, axis=1)
+    indices = ops.stack(
+        [ops.reshape(row_ids, (-1,)), ops.reshape(ops.where(where, ids, 0), (-1,))], axis=1
+    )
+    counts = ops.scatter(
+        indices, ops.reshape(ops.cast(where, "float32"), (-1,)), (rows, vocabulary_size)
+    )
+    return counts > 0
+
+
+def _in_transcript(tokens, index, begin):
+    """`(batch, max_length)` bool: the positions `begin ... index - 1` of each row."""
+    positions = ops.arange(ops.shape(tokens)[1], dtype="int32")[None, :]
+    index = _per_row(ops.cast(index, "int32"))
+    return ops.logical_and(positions >= ops.cast(begin, "int32"), positions < index)
+
+
+def repetition_penalty(logits, tokens, index, begin, penalty: float):
+    """faster-whisper's `repetition_penalty` (CTranslate2's `RepetitionPenalty`).
+
+    The logit of every token in `tokens[begin:index]` (each counted once) is divided
+    by `penalty` when positive and multiplied by it when negative.
+
+    Args:
+        logits: `(batch, vocab)` float logits, before any other rule.
+        tokens: `(batch, max_length)` int token buffer.
+        index: int scalar or `(batch,)`. The position being sampled.
+        begin: int scalar. The first position of the transcript (its prefix, or the
+            first sampled position).
+        penalty: float > 0. Above 1 discourages repetition.
+
+    Returns:
+        The penalised logits.
+
+    Examples:
+    ```python
+    logits = repetition_penalty(logits, tokens, index, sample_begin, 1.3)
+    ```
+    """
+    seen = _seen(tokens, _in_transcript(tokens, index, begin), ops.shape(logits)[-1])
+    penalized = ops.where(logits < 0, logits * penalty, logits / penalty)
+    return ops.where(seen, penalized, logits)
+
+
+def _shifted(tokens, offset: int):
+    """`tokens[:, j + offset]` at column `j` (zeros past the end)."""
+    if offset == 0:
+        return tokens
+    rows = ops.shape(tokens)[0]
+    tail = ops.zeros((rows, offset), dtype=tokens.dtype)
+    return ops.concatenate([tokens[:, offset:], tail], axis=1)
+
+
+def no_repeat_ngram(logits, tokens, index, begin, size: int):
+    """faster-whisper's `no_repeat_ngram_size` (CTranslate2's `NoRepeatNgram`).
+
+    With `seq = tokens[begin:index]`: every token that would end an n-gram of `size`
+    tokens already in `seq` (its first `size - 1` tokens equal to the last `size - 1`
+    of `seq`) is forbidden. `size` 1 forbids every token of `seq`.
+
+    Args:
+        logits: `(batch, vocab)` float logits.
+        tokens: `(batch, max_length)` int token buffer.
+        index: int scalar or `(batch,)`. The position being sampled.
+        begin: int scalar. The first position of the transcript.
+        size: int >= 1, static. The n-gram size.
+
+    Returns:
+        The logits with the forbidden tokens at `-inf`.
+
+    Examples:
+    ```python
+    logits = no_repeat_ngram(logits, tokens, index, sample_begin, 3)
+    ```
+    """
+    index = ops.cast(index, "int32")
+    positions = ops.arange(ops.shape(tokens)[1], dtype="int32")[None, :]
+    # n-grams tokens[j : j + size] that lie within seq.
+    match = ops.logical_and(
+        positions >= ops.cast(begin, "int32"), positions <= _per_row(index) - size
+    )
+    for k in range(size - 1):
+        last = _column(tokens, index - (size - 1) + k)
+        match = ops.logical_and(match, _shifted(tokens, k) == _per_row(last))
+    banned = _seen(_shifted(tokens, size - 1), match, ops.shape(logits)[-1])
+    return ops.where(banned, NEG_INF, logits)
 
 
 def suppressed_token_ids(tokenizer, suppress_tokens="-1") -> tuple[int, ...] | None:

@@ -247,10 +247,15 @@ class _Spec(
     collections.namedtuple(
         "_Spec",
         "mode group max_candidates timestamps blank suppress eot timestamp_begin no_timestamps "
-        "layout",
+        "layout repetition_penalty no_repeat_ngram_size prefix_length",
+        defaults=(1.0, 0, 0),
     )
 ):
-    """The static configuration of a decoding loop (one compiled loop per spec)."""
+    """The static configuration of a decoding loop (one compiled loop per spec).
+
+    `prefix_length` (the prefix's tokens, where the transcript that faster-whisper's
+    repetition rules look at begins) is only set when one of those rules is on.
+    """
 
 
 def _loop_stage(
@@ -330,7 +335,12 @@ def _logit_rules(
     spec, logits, tokens, index, sample_begin, suppress_mask, blank_mask, max_initial_index
 ):
     """OpenAI's logit rules (`filters`) that `spec` asks for, at position `index`
-    (a scalar, or one position per row)."""
+    (a scalar, or one position per row), after faster-whisper's repetition rules."""
+    begin = sample_begin - spec.prefix_length
+    if spec.repetition_penalty != 1.0:
+        logits = filters.repetition_penalty(logits, tokens, index, begin, spec.repetition_penalty)
+    if spec.no_repeat_ngram_size:
+        logits = filters.no_repeat_ngram(logits, tokens, index, begin, spec.no_repeat_ngram_size)
     if spec.blank:
         logits = filters.suppress_blank(logits, tokens, index, sample_begin, blank_mask)
     if spec.suppress:
@@ -653,13 +663,7 @@ def _initial_tokens(tokenizer, options: DecodingOptions, language, n_ctx: int, s
     sot_sequence = list(tokenizer.sot_sequence(language, task))
     if options.without_timestamps:
         sot_sequence.append(tokenizer.no_timestamps)
-    tokens = list(sot_sequence)
-    if options.prefix:
-        prefix = _text_tokens(tokenizer, options.prefix)
-        max_prefix_len = n_ctx // 2 - sample_len
-        if max_prefix_len > 0:
-            prefix = prefix[-max_prefix_len:]
-        tokens += prefix
+    tokens = list(sot_sequence) + _prefix_tokens(tokenizer, options, n_ctx, sample_len)
     sot_index = 0
     hotwords = options.hotwords if not options.prefix else None  # faster-whisper's rule
     if options.prompt or hotwords:
@@ -671,6 +675,27 @@ def _initial_tokens(tokenizer, options: DecodingOptions, language, n_ctx: int, s
         sot_index = len(previous)
         tokens = previous + tokens
     return tokens, sot_index
+
+
+def _prefix_tokens(tokenizer, options: DecodingOptions, n_ctx: int, sample_len: int) -> list[int]:
+    """The prefix's tokens, as OpenAI keeps them (its last `n_ctx // 2 - sample_len`)."""
+    if not options.prefix:
+        return []
+    prefix = _text_tokens(tokenizer, options.prefix)
+    max_prefix_len = n_ctx // 2 - sample_len
+    return prefix[-max_prefix_len:] if max_prefix_len > 0 else prefix
+
+
+def _repetition_fields(tokenizer, options: DecodingOptions, n_ctx: int, sample_len: int) -> dict:
+    """The `_Spec` fields of faster-whisper's repetition rules (defaults when they are off,
+    so that options without them share a compiled loop)."""
+    if options.repetition_penalty == 1.0 and not options.no_repeat_ngram_size:
+        return {}
+    return {
+        "repetition_penalty": float(options.repetition_penalty),
+        "no_repeat_ngram_size": int(options.no_repeat_ngram_size),
+        "prefix_length": len(_prefix_tokens(tokenizer, options, n_ctx, sample_len)),
+    }
 
 
 def _loop_args(backbone, tokenizer, options, suppress_ids, sample_begin, limit, seed) -> tuple:
@@ -880,6 +905,7 @@ def generate(
         timestamp_begin=tokenizer.timestamp_begin,
         no_timestamps=tokenizer.no_timestamps,
         layout=_loop_layout(n_audio * group, backbone.compute_dtype),
+        **_repetition_fields(tokenizer, options, n_ctx, sample_len),
     )
     buffer = np.zeros((n_audio, n_ctx + 1), dtype="int32")
     buffer[:, :sample_begin] = initial

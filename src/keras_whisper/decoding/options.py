@@ -83,6 +83,14 @@ class DecodingOptions:
         max_initial_timestamp: float. The first timestamp may not exceed this
             many seconds. Defaults to `1.0`; `None` or `0.0` (OpenAI's quirk)
             removes the limit.
+        repetition_penalty: float > 0. faster-whisper's (CTranslate2's) penalty on
+            the tokens of the transcript so far (the prefix and the sampled tokens,
+            timestamps included; not the prompt): their logits are divided by it
+            when positive and multiplied by it when negative, before the other
+            rules. Defaults to `1.0` (off); above 1 discourages repeating.
+        no_repeat_ngram_size: int. faster-whisper's option: forbid any token that
+            would repeat an n-gram of this size already in the transcript so far
+            (the prefix and the sampled tokens). Defaults to `0` (off).
 
     Examples:
     ```python
@@ -107,6 +115,8 @@ class DecodingOptions:
     suppress_blank: bool = True
     without_timestamps: bool = False
     max_initial_timestamp: float | None = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
 
     def __post_init__(self):
         if self.task not in _TASKS:
@@ -176,6 +186,21 @@ class DecodingOptions:
             raise ValueError(
                 "`max_initial_timestamp` must be None or a number of seconds >= 0; got "
                 f"{self.max_initial_timestamp!r}."
+            )
+        penalty = self.repetition_penalty
+        if (
+            isinstance(penalty, bool)
+            or not isinstance(penalty, numbers.Real)
+            or not math.isfinite(penalty)
+            or not penalty > 0
+        ):
+            raise ValueError(
+                f"`repetition_penalty` must be a finite number > 0 (1 is off); got {penalty!r}."
+            )
+        if not _is_int(self.no_repeat_ngram_size) or self.no_repeat_ngram_size < 0:
+            raise ValueError(
+                "`no_repeat_ngram_size` must be an integer >= 0 (0 is off); got "
+                f"{self.no_repeat_ngram_size!r}."
             )
 
     @property

@@ -56,6 +56,7 @@ from keras_whisper.decoding.generate import (
     _loop_args,
     _loop_layout,
     _pick,
+    _repetition_fields,
     _run,
     _Spec,
     _to_numpy,
@@ -305,6 +306,7 @@ class DecodingPool:
             timestamp_begin=tokenizer.timestamp_begin,
             no_timestamps=tokenizer.no_timestamps,
             layout="plain",
+            **_repetition_fields(tokenizer, options, n_ctx, self.sample_len),
         )
         self._loop_args = _loop_args(
             backbone, tokenizer, options, suppress_ids, self.sample_begin, self.limit, seed
