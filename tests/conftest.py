@@ -113,6 +113,20 @@ def audio_file(name: str) -> Path:
     pytest.skip(f"{name} is neither in tests/data nor in shared/audio")
 
 
+def composite_audio(name: str) -> np.ndarray:
+    """Recordings of tests/data and silences laid end to end, 16 kHz float32:
+    `"ru_0002.wav+silence22+en_jfk.wav"` (a `silenceN`: N seconds of zeros)."""
+    import soundfile
+
+    parts = []
+    for part in name.split("+"):
+        if part.startswith("silence"):
+            parts.append(np.zeros(int(float(part[len("silence") :]) * 16000), np.float32))
+        else:
+            parts.append(soundfile.read(str(DATA / part), dtype="float32")[0])
+    return np.concatenate(parts)
+
+
 def word_timestamps_rows(mode: str = "sequential") -> list[dict]:
     """faster-whisper's segments and words for one mode of
     tests/make_word_timestamps_reference.py (`options`: what it was given)."""

@@ -57,6 +57,9 @@ CASES = [
     ("tiny_en", "en_jfk.wav", "en", "beam_repetition_penalty"),
     ("tiny_en", "en_jfk.wav", "en", "beam_no_repeat_ngram"),
     ("tiny_en", "en_jfk.wav", "en", "vad_repetition"),
+    # Russian, silence to the end of the first window, then English: with `multilingual`
+    # each window is decoded in its own language (without it, jfk comes out in Russian).
+    ("base", "ru_0002.wav+silence22+en_jfk.wav", None, "multilingual"),
 ]
 MODES = {
     "sequential": {"temperature": TEMPERATURES},
@@ -100,6 +103,7 @@ MODES = {
         "no_repeat_ngram_size": 2,
         "word_timestamps": False,
     },
+    "multilingual": {"temperature": TEMPERATURES, "multilingual": True, "word_timestamps": False},
     "vad_repetition": {
         "temperature": 0.0,
         "vad_filter": True,
@@ -115,6 +119,7 @@ DEFAULTS = {"beam_size": 1, "best_of": 1, "vad_filter": False, "word_timestamps"
 def main() -> None:
     import data
     import faster_whisper
+    from conftest import composite_audio
     from faster_whisper import WhisperModel
 
     rows = []
@@ -123,9 +128,9 @@ def main() -> None:
         model = WhisperModel(
             str(spec.ct2_dir()), device="cpu", compute_type="float32", cpu_threads=2
         )
-        segments, _ = model.transcribe(
-            str(DATA / name), language=language, **(DEFAULTS | MODES[mode])
-        )
+        # Several recordings (and silences) laid end to end, or one file.
+        audio = composite_audio(name) if "+" in name else str(DATA / name)
+        segments, info = model.transcribe(audio, language=language, **(DEFAULTS | MODES[mode]))
         options = {k: v for k, v in MODES[mode].items() if k != "temperature"}
         rows.append(
             {
@@ -133,6 +138,7 @@ def main() -> None:
                 "preset": spec.preset,
                 "file": name,
                 "language": language,
+                "detected_language": info.language,
                 "mode": mode,
                 "options": options,
                 "segments": [

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import pytest
 import soundfile
-from conftest import DATA, audio_file
+from conftest import DATA, audio_file, composite_audio
 
 from keras_whisper import WhisperSpeechToText, batched
 from keras_whisper.errors import AudioError
@@ -651,3 +651,31 @@ def test_the_default_detector_is_built_once(tiny, detector, monkeypatch):
     assert len(built) == 1 and vad.default_vad() is vad.default_vad()
     assert [r.text for _, r in first] == [r.text for _, r in second]
     assert len(first) == 1 and first[0][1].text
+
+
+@pytest.mark.slow
+def test_multilingual_pieces_take_their_own_language(base):
+    """`multilingual`: three Russian sentences, then (a separate VAD piece) jfk in English.
+    Each piece is decoded as when its language is given: the Russian piece as the file's
+    detected language, the English one as with language="en"; without `multilingual`
+    jfk comes out in Russian."""
+    pytest.importorskip("silero_vad", reason="pip install 'keras-whisper[vad]'")
+    audio = composite_audio(
+        "ru_0002.wav+silence1+ru_0002.wav+silence1+ru_0002.wav+silence3+en_jfk.wav"
+    )
+    mixed = base.transcribe(audio, batch_size=4, multilingual=True)
+    russian = base.transcribe(audio, batch_size=4)
+    english = base.transcribe(audio, batch_size=4, language="en")
+    assert mixed.language == russian.language == "ru"
+    assert len(mixed.segments) == len(russian.segments) == len(english.segments) == 2
+    assert mixed.segments[0].tokens == russian.segments[0].tokens
+    assert mixed.segments[1].tokens == english.segments[1].tokens
+    assert "ask not what your country can do for you" in mixed.segments[1].text
+    assert re.search("[а-яА-Я]", russian.segments[1].text)
+    assert not re.search("[а-яА-Я]", mixed.segments[1].text)
+    # Beam search (batches through generate, which detects each window's language).
+    beam = base.transcribe(audio, batch_size=4, multilingual=True, beam_size=5)
+    assert "my fellow Americans ask not what your country" in beam.segments[1].text
+    with pytest.raises(ValueError, match="English-only"):
+        english_only = type("Tokenizer", (), {"is_multilingual": False})()
+        next(iter(batched.transcribe_many(None, english_only, [audio], multilingual=True)))

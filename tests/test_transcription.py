@@ -10,16 +10,29 @@ from __future__ import annotations
 
 import importlib
 import json
+from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
-from conftest import DATA, SMALL_CONFIG, audio_file, reference_rows, word_timestamps_rows
+from conftest import (
+    DATA,
+    SMALL_CONFIG,
+    audio_file,
+    composite_audio,
+    reference_rows,
+    word_timestamps_rows,
+)
 
 from keras_whisper import WhisperBackbone, WhisperSpeechToText
 from keras_whisper.audio import load_audio
 from keras_whisper.errors import AudioError, PresetError
-from keras_whisper.transcription import Segment, clip_frames, parse_clip_timestamps
+from keras_whisper.transcription import (
+    Segment,
+    clip_frames,
+    parse_clip_timestamps,
+    transcribe_segments,
+)
 
 TINY = "tiny.en-meetingnoter"
 BASE = "base-solids"
@@ -258,6 +271,28 @@ def test_repetition_rules_match_faster_whisper(row, request):
         row["file"], "beam5_ts" if "beam_size" in row["options"] else "greedy_ts"
     ]
     assert result.text.split() != plain["text"].split()
+
+
+@pytest.mark.slow
+def test_multilingual_decodes_each_window_in_its_language(base):
+    """faster-whisper's `multilingual`: Russian, then (after silence, in the second window)
+    English; the same tokens and times as faster-whisper. Without it the English window is
+    decoded as Russian."""
+    (row,) = word_timestamps_rows("multilingual")
+    audio = composite_audio(row["file"])
+    result = base.transcribe(audio, seed=0, **row["options"])
+    assert result.language == row["detected_language"] == "ru"
+    assert [s.tokens for s in result.segments] == [s["tokens"] for s in row["segments"]]
+    assert [(s.start, s.end) for s in result.segments] == [
+        pytest.approx((s["start"], s["end"]), abs=1e-6) for s in row["segments"]
+    ]
+    assert "ask not what your country can do for you" in result.text
+    single = base.transcribe(audio, seed=0, word_timestamps=False)
+    assert "ask not what your country" not in single.text
+    with pytest.raises(ValueError, match="English-only"):
+        transcribe_segments(
+            SimpleNamespace(), SimpleNamespace(is_multilingual=False), audio, multilingual=True
+        )
 
 
 def test_repetition_rules_on_a_hand_made_buffer():
@@ -553,7 +588,7 @@ def test_cli_hands_openai_whispers_decoding_flags_to_transcribe(tmp_path, monkey
     args += ["--no-speech-threshold", "0.3", "--clip-timestamps", "0,5"]
     args += ["--prepend-punctuations", "¿", "--append-punctuations", "!"]
     args += ["--initial-prompt", "Sonnets.", "--carry-initial-prompt", "--hotwords", "churl"]
-    args += ["--repetition-penalty", "1.3", "--no-repeat-ngram-size", "3"]
+    args += ["--repetition-penalty", "1.3", "--no-repeat-ngram-size", "3", "--multilingual"]
     assert cli.main([*args, "--output-dir", str(tmp_path), "--quiet"]) == 0
     expected = {
         "beam_size": 5,
@@ -571,6 +606,7 @@ def test_cli_hands_openai_whispers_decoding_flags_to_transcribe(tmp_path, monkey
         "hotwords": "churl",
         "repetition_penalty": 1.3,
         "no_repeat_ngram_size": 3,
+        "multilingual": True,
     }
     assert {k: seen[k] for k in expected} == expected
     # openai-whisper's defaults when no flag is given.
@@ -579,7 +615,7 @@ def test_cli_hands_openai_whispers_decoding_flags_to_transcribe(tmp_path, monkey
     assert seen["compression_ratio_threshold"] == 2.4 and seen["logprob_threshold"] == -1.0
     assert seen["no_speech_threshold"] == 0.6 and seen["suppress_tokens"] == "-1"
     assert "prepend_punctuations" not in seen and "patience" not in seen
-    assert seen["carry_initial_prompt"] is False
+    assert seen["carry_initial_prompt"] is False and seen["multilingual"] is False
 
 
 @pytest.mark.parametrize(

@@ -262,6 +262,7 @@ def transcribe_many(
     logprob_threshold: float | None = -1.0,
     vad: Any = None,
     vad_options: Any = None,
+    multilingual: bool = False,
     progress: Callable[[float], None] | None = None,
     seed: int | None = None,
     word_timestamps: bool = False,
@@ -298,6 +299,9 @@ def transcribe_many(
             probability is above this and whose average log-probability is below
             `logprob_threshold` is dropped as silence.
         logprob_threshold: see `no_speech_threshold`.
+        multilingual: detect the language of every piece and decode it in that
+            language, for speech that changes language (faster-whisper's option; a
+            file's `language` stays its first piece's). Multilingual models only.
         vad: a `keras_whisper.vad.SileroVAD`; defaults to the one of the `silero-vad`
             package (`pip install 'keras-whisper[vad]'`).
         vad_options: `keras_whisper.vad.VadOptions` or a dict of its fields; pieces are
@@ -348,6 +352,11 @@ def transcribe_many(
         raise ValueError(
             f"{', '.join(sequential_only)}: options of the sequential mode (batch_size=None); "
             "the batched mode decodes VAD speech pieces on their own, without fallback."
+        )
+    if multilingual and not tokenizer.is_multilingual:
+        raise ValueError(
+            "multilingual=True detects each piece's language, and this model is "
+            "English-only: use a multilingual preset (e.g. whisper_base_multi)."
         )
     language = resolve_language(tokenizer, language, task)
     options = DecodingOptions(
@@ -483,6 +492,13 @@ def transcribe_many(
         piece.audio = piece.encoded = None
         entry.results[piece.index] = (piece, result, segments)
 
+    def detect(pieces: list[_Piece], encoded) -> None:
+        """With `multilingual`, each piece takes the language detected on its own audio."""
+        if multilingual:
+            _, probabilities = detect_language(backbone, tokenizer, encoded)
+            for piece, probs in zip(pieces, probabilities, strict=True):
+                piece.language = max(probs, key=probs.get)
+
     def keep_encoded(pieces: list[_Piece], encoded) -> None:
         """With word timestamps, each piece keeps its encoder output until aligned."""
         if word_timestamps:
@@ -514,14 +530,16 @@ def transcribe_many(
                     if new and ahead is not None:
                         encoded = ops.concatenate([ahead.take(p) for p in new], axis=0)
                         keep_encoded(new, encoded)
+                        detect(new, encoded)
                         pool.add(encoded, [p.language for p in new], new)
                     elif new:
                         features = np.stack(
                             [window_features(p.audio, backbone.num_mels) for p in new]
                         )
-                        if word_timestamps:
+                        if word_timestamps or multilingual:
                             features = encode(backbone, features)
                             keep_encoded(new, features)
+                            detect(new, features)
                         pool.add(features, [p.language for p in new], new)
                     if ahead is not None:
                         # The pieces the next refills will take are encoded while the pool
@@ -542,7 +560,7 @@ def transcribe_many(
                 for piece in list(queue):
                     if len(batch) == batch_size:
                         break
-                    if piece.language == head:
+                    if piece.language == head or multilingual:  # (detected per piece)
                         batch.append(piece)
                 for piece in batch:
                     queue.remove(piece)
@@ -564,9 +582,12 @@ def transcribe_many(
                             backbone,
                             tokenizer,
                             features,
-                            dataclasses.replace(options, language=head),
+                            # With `multilingual`, generate detects each piece's language.
+                            dataclasses.replace(options, language=None if multilingual else head),
                             seed=next(batch_seeds),
                         )
+                        for piece, result in zip(rows, results, strict=False):
+                            piece.language = result.language
                     except Exception as error:
                         if _is_out_of_memory(error):
                             raise _out_of_memory(batch_size) from error

@@ -7,7 +7,7 @@ keras-whisper transcribe AUDIO... [--preset whisper_tiny_en] [--language LANG]
     [--output-dir DIR] [--threads N] [--backend jax|torch|tensorflow]
     [--batch-size N] [--vad-filter] [--clip-timestamps S,E,...] [--dtype bfloat16]
     [--seed N] [--word-timestamps] [--hotwords TEXT] [--patience P] [--length-penalty A]
-    [--repetition-penalty P] [--no-repeat-ngram-size N]
+    [--repetition-penalty P] [--no-repeat-ngram-size N] [--multilingual]
     [--suppress-tokens IDS] [--compression-ratio-threshold X|none]
     [--logprob-threshold X|none] [--no-speech-threshold X|none] ...
 ```
@@ -166,6 +166,11 @@ def _parser() -> argparse.ArgumentParser:
         "--vad-filter", action="store_true", help="drop non-speech first (sequential mode)"
     )
     run.add_argument(
+        "--multilingual",
+        action="store_true",
+        help="detect each window's (piece's) language: speech that changes language",
+    )
+    run.add_argument(
         "--clip-timestamps",
         default=None,
         help="only these parts, in seconds: start,end,start,end,... (sequential mode)",
@@ -316,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     decode_options = {k: v for k, v in decode_options.items() if v not in (None, False)}
     # Options both modes take (not all of them decoding options).
     decode_options |= {
+        "multilingual": args.multilingual,
         "suppress_tokens": args.suppress_tokens,
         "no_speech_threshold": args.no_speech_threshold,
         "logprob_threshold": args.logprob_threshold,

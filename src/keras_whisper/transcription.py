@@ -345,6 +345,7 @@ def transcribe_segments(
     clip_timestamps: str | Sequence[float] | None = None,
     vad_filter: bool = False,
     vad_options: Any = None,
+    multilingual: bool = False,
     progress: Callable[[float], None] | None = None,
     seed: int | None = None,
     word_timestamps: bool = False,
@@ -392,6 +393,10 @@ def transcribe_segments(
             segment times are mapped back onto the original audio (as
             faster-whisper's `vad_filter=True`).
         vad_options: `keras_whisper.vad.VadOptions` or a dict of its fields.
+        multilingual: detect the language of every window and decode it in that
+            language, for speech that changes language (faster-whisper's option; a
+            given `language` then only names the first). The transcription's
+            `language` stays the first window's. Multilingual models only.
         progress: called with the number of seconds of audio done so far.
         seed: int. Seeds the sampling of the temperature fallback: the same seed,
             audio and options give the same transcript. `None` (default) draws
@@ -431,6 +436,11 @@ def transcribe_segments(
         raise ValueError(
             "clip_timestamps and vad_filter both choose which audio to transcribe: give "
             "one of them."
+        )
+    if multilingual and not tokenizer.is_multilingual:
+        raise ValueError(
+            "multilingual=True detects each window's language, and this model is "
+            "English-only: use a multilingual preset (e.g. whisper_base_multi)."
         )
     language = resolve_language(tokenizer, language, task)
     # best_of applies to the sampled temperatures only (OpenAI's fallback).
@@ -497,8 +507,14 @@ def transcribe_segments(
                     continue
                 window = pad_or_trim(mel[seek : seek + segment_size], N_FRAMES, axis=0)
                 window = window[None].astype("float32")
-                if word_timestamps:
-                    window = encode(backbone, window)  # decoded, then aligned with
+                if word_timestamps or multilingual:
+                    # Decoded, then aligned with; or whose language is detected first.
+                    window = encode(backbone, window)
+                window_options = options
+                if multilingual:
+                    _, probabilities = detect_language(backbone, tokenizer, window)
+                    spoken = max(probabilities[0], key=probabilities[0].get)
+                    window_options = dataclasses.replace(options, language=spoken)
                 prompt = _window_prompt(
                     all_tokens, initial_tokens, prompt_reset_since, carry_initial_prompt, room
                 )
@@ -506,7 +522,7 @@ def transcribe_segments(
                     backbone,
                     tokenizer,
                     window,
-                    dataclasses.replace(options, prompt=prompt or None),
+                    dataclasses.replace(window_options, prompt=prompt or None),
                     temperatures,
                     compression_ratio_threshold,
                     logprob_threshold,
@@ -531,7 +547,7 @@ def transcribe_segments(
                         window,
                         pieces,
                         result.tokens,
-                        options,
+                        window_options,
                         window_start=window_start,
                         window_frames=segment_size,
                         seek=seek,
