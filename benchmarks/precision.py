@@ -47,7 +47,7 @@ def measure(model_key: str, dtypes: list[str]) -> dict:
         task = WhisperSpeechToText.from_preset(model.preset, dtype=dtype)
         per_language: dict[str, list[int]] = {}
         start = time.perf_counter()
-        texts = {}
+        texts, per_file = {}, {}
         for name, language in files:
             audio = data.read_wav(data.AUDIO_DIR / f"{name}.wav")
             # Seeded: the fallback's samples are the same in every run and dtype.
@@ -55,11 +55,17 @@ def measure(model_key: str, dtypes: list[str]) -> dict:
             texts[name] = text
             reference = normalize((data.AUDIO_DIR / f"{name}.txt").read_text()).split()
             edits = edit_distance(reference, normalize(text).split())
+            per_file[name] = (edits, len(reference))
             counts = per_language.setdefault(language, [0, 0])
             counts[0] += edits
             counts[1] += len(reference)
         seconds = time.perf_counter() - start
-        results["dtypes"][dtype] = {"counts": per_language, "seconds": seconds, "texts": texts}
+        results["dtypes"][dtype] = {
+            "counts": per_language,
+            "seconds": seconds,
+            "texts": texts,
+            "per_file": per_file,
+        }
         print(f"{model_key} {dtype}: {per_language} in {seconds:.0f} s", file=sys.stderr)
     return results
 
@@ -96,6 +102,20 @@ def block(model_key: str, results: dict, head: str) -> str:
         row += [f"{same} / {len(results['files'])}", f"{measured['seconds']:.0f}"]
         body.append(row)
     lines += [report.table(header, body), ""]
+    for dtype in dtypes:
+        measured = results["dtypes"][dtype]
+        changed = [
+            f"{name} {100 * measured['per_file'][name][0] / measured['per_file'][name][1]:.1f} "
+            f"({100 * base['per_file'][name][0] / base['per_file'][name][1]:.1f} in float32)"
+            for name, _ in results["files"]
+            if base and measured["texts"][name] != base["texts"][name]
+        ]
+        if base and dtype != "float32":
+            lines.append(
+                f"- {dtype}, the files whose text differs from float32's, WER %: "
+                + (", ".join(changed) or "none")
+                + "."
+            )
     lines += [
         "- `transcribe()` defaults: greedy, timestamps, temperature fallback (seeded, "
         "`seed=0`, so reruns give the same texts), previous text; "

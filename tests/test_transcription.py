@@ -295,6 +295,28 @@ def test_multilingual_decodes_each_window_in_its_language(base):
         )
 
 
+@pytest.mark.slow
+def test_prompt_reset_on_temperature_drops_sampled_windows_text(tiny, monkeypatch):
+    """faster-whisper's `prompt_reset_on_temperature` (openai-whisper's fixed 0.5): text
+    decoded above it prompts no later window. Sampled at 0.2, sonnet 1's second window
+    is prompted with the first's text under the default, and with nothing at 0.1."""
+    transcription = importlib.import_module("keras_whisper.transcription")
+    decode = transcription.decode_with_fallback
+    prompts = []
+
+    def spy(backbone, tokenizer, window, options, *args, **kwargs):
+        prompts.append(options.prompt)
+        return decode(backbone, tokenizer, window, options, *args, **kwargs)
+
+    monkeypatch.setattr(transcription, "decode_with_fallback", spy)
+    audio = audio_file("en_sonnet001_long.wav")
+    tiny.transcribe(audio, language="en", temperature=0.2, seed=0)
+    assert len(prompts) >= 2 and prompts[0] is None and prompts[1]
+    prompts.clear()
+    tiny.transcribe(audio, language="en", temperature=0.2, seed=0, prompt_reset_on_temperature=0.1)
+    assert len(prompts) >= 2 and all(p is None for p in prompts)
+
+
 def test_repetition_rules_on_a_hand_made_buffer():
     from keras_whisper.decoding import filters
 

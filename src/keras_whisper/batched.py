@@ -240,6 +240,7 @@ SEQUENTIAL_ONLY = frozenset(
         "clip_timestamps",
         "carry_initial_prompt",
         "condition_on_previous_text",
+        "prompt_reset_on_temperature",
         "compression_ratio_threshold",
         "hallucination_silence_threshold",
         "vad_filter",

@@ -339,6 +339,7 @@ def transcribe_segments(
     logprob_threshold: float | None = -1.0,
     no_speech_threshold: float | None = 0.6,
     condition_on_previous_text: bool = True,
+    prompt_reset_on_temperature: float = 0.5,
     initial_prompt: str | None = None,
     carry_initial_prompt: bool = False,
     silence_threshold_db: float | None = -70.0,
@@ -371,6 +372,9 @@ def transcribe_segments(
         no_speech_threshold: with a low log-probability, treat a window whose
             no-speech probability is above this as silence and skip it.
         condition_on_previous_text: give the previous window's text as prompt.
+        prompt_reset_on_temperature: a window decoded at a temperature above this
+            (a fallback) prompts no later window (0.5, openai-whisper's rule;
+            faster-whisper's option).
         initial_prompt: text to prompt the first window with. Of a prompt
             longer than half the decoder's context only the last 223 tokens are
             used (OpenAI's rule).
@@ -586,7 +590,10 @@ def transcribe_segments(
                     )
                     next_id += 1
                     yield segment
-                if not condition_on_previous_text or result.temperature > 0.5:
+                if (
+                    not condition_on_previous_text
+                    or result.temperature > prompt_reset_on_temperature
+                ):
                     prompt_reset_since = len(all_tokens)
                 if progress:
                     progress(min(seek, content_frames) / FRAMES_PER_SECOND)
