@@ -60,6 +60,9 @@ CASES = [
     # Russian, silence to the end of the first window, then English: with `multilingual`
     # each window is decoded in its own language (without it, jfk comes out in Russian).
     ("base", "ru_0002.wav+silence22+en_jfk.wav", None, "multilingual"),
+    # 31 s of digital silence, then Russian: the first window is no language for sure,
+    # the second decides (language_detection_segments=2).
+    ("base", "silence31+ru_0002.wav", None, "language_detection"),
 ]
 MODES = {
     "sequential": {"temperature": TEMPERATURES},
@@ -104,6 +107,11 @@ MODES = {
         "word_timestamps": False,
     },
     "multilingual": {"temperature": TEMPERATURES, "multilingual": True, "word_timestamps": False},
+    "language_detection": {
+        "temperature": TEMPERATURES,
+        "language_detection_segments": 2,
+        "word_timestamps": False,
+    },
     "vad_repetition": {
         "temperature": 0.0,
         "vad_filter": True,

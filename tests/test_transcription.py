@@ -317,6 +317,27 @@ def test_prompt_reset_on_temperature_drops_sampled_windows_text(tiny, monkeypatc
     assert len(prompts) >= 2 and all(p is None for p in prompts)
 
 
+@pytest.mark.slow
+def test_language_detection_segments_look_past_an_unsure_window(base):
+    """faster-whisper's `language_detection_segments`: after 31 s of digital silence
+    (English at 0.36 in the first window) the second window's Russian decides; then the
+    transcript equals faster-whisper's, its hallucination in the silent window included
+    (`silence_threshold_db=None`: keras-whisper skips digital silence by default)."""
+    (row,) = word_timestamps_rows("language_detection")
+    audio = composite_audio(row["file"])
+    result = base.transcribe(audio, seed=0, silence_threshold_db=None, **row["options"])
+    assert result.language == row["detected_language"] == "ru"
+    assert [s.tokens for s in result.segments] == [s["tokens"] for s in row["segments"]]
+    assert [(s.start, s.end) for s in result.segments] == [
+        pytest.approx((s["start"], s["end"]), abs=1e-6) for s in row["segments"]
+    ]
+    # One window: the silence alone decides.
+    info = base.transcribe_segments(audio, language_detection_segments=1)[1]
+    assert info.language == "en" and info.language_probability < 0.5
+    with pytest.raises(ValueError, match="language_detection_segments"):
+        base.transcribe(audio, language_detection_segments=0)
+
+
 def test_repetition_rules_on_a_hand_made_buffer():
     from keras_whisper.decoding import filters
 

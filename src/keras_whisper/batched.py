@@ -241,6 +241,8 @@ SEQUENTIAL_ONLY = frozenset(
         "carry_initial_prompt",
         "condition_on_previous_text",
         "prompt_reset_on_temperature",
+        "language_detection_segments",
+        "language_detection_threshold",
         "compression_ratio_threshold",
         "hallucination_silence_threshold",
         "vad_filter",

@@ -347,6 +347,8 @@ def transcribe_segments(
     vad_filter: bool = False,
     vad_options: Any = None,
     multilingual: bool = False,
+    language_detection_segments: int = 1,
+    language_detection_threshold: float = 0.5,
     progress: Callable[[float], None] | None = None,
     seed: int | None = None,
     word_timestamps: bool = False,
@@ -401,6 +403,12 @@ def transcribe_segments(
             language, for speech that changes language (faster-whisper's option; a
             given `language` then only names the first). The transcription's
             `language` stays the first window's. Multilingual models only.
+        language_detection_segments: with `language=None`, how many 30-s windows
+            from the start may be looked at to detect the language (faster-whisper's
+            option): the first whose likeliest language is above
+            `language_detection_threshold` decides; if none is, the language most
+            windows found, at its highest probability. Defaults to 1.
+        language_detection_threshold: see `language_detection_segments`.
         progress: called with the number of seconds of audio done so far.
         seed: int. Seeds the sampling of the temperature fallback: the same seed,
             audio and options give the same transcript. `None` (default) draws
@@ -446,6 +454,16 @@ def transcribe_segments(
             "multilingual=True detects each window's language, and this model is "
             "English-only: use a multilingual preset (e.g. whisper_base_multi)."
         )
+    segments_count = language_detection_segments
+    if (
+        isinstance(segments_count, bool)
+        or not isinstance(segments_count, int)
+        or segments_count < 1
+    ):
+        raise ValueError(
+            "`language_detection_segments` must be a positive integer (30-s windows); got "
+            f"{language_detection_segments!r}."
+        )
     language = resolve_language(tokenizer, language, task)
     # best_of applies to the sampled temperatures only (OpenAI's fallback).
     best_of = decode_options.pop("best_of", None)
@@ -475,10 +493,15 @@ def transcribe_segments(
         # openai-whisper detects on the first window of the padded-audio mel; from
         # the first clip's start, as faster-whisper (the whole audio's start without clips).
         first_frame = clips[0][0] if clips[0][0] < content_frames else 0
-        first = pad_or_trim(mel[first_frame:], N_FRAMES, axis=0)[None].astype("float32")
-        _, probabilities = detect_language(backbone, tokenizer, first)
-        language = max(probabilities[0], key=probabilities[0].get)
-        language_probability = float(probabilities[0][language])
+        language, language_probability = _detect_over_windows(
+            backbone,
+            tokenizer,
+            mel,
+            first_frame,
+            content_frames,
+            language_detection_segments,
+            language_detection_threshold,
+        )
         options = dataclasses.replace(options, language=language)
 
     # One seed per decoded window, drawn in window order from `seed`.
@@ -600,6 +623,28 @@ def transcribe_segments(
 
     info = TranscriptionInfo(language, language_probability, duration)
     return segments(), info
+
+
+def _detect_over_windows(
+    backbone, tokenizer, mel, first_frame: int, content_frames: int, count: int, threshold: float
+) -> tuple[str, float]:
+    """The language and its probability from up to `count` windows from `first_frame`
+    (faster-whisper's rule: the first window sure enough decides, else the majority)."""
+    found: dict[str, list[float]] = {}
+    start = first_frame
+    for _ in range(count):
+        window = pad_or_trim(mel[start:], N_FRAMES, axis=0)[None].astype("float32")
+        _, probabilities = detect_language(backbone, tokenizer, window)
+        language = max(probabilities[0], key=probabilities[0].get)
+        probability = float(probabilities[0][language])
+        if probability > threshold:
+            return language, probability
+        found.setdefault(language, []).append(probability)
+        start += N_FRAMES
+        if start >= max(content_frames, first_frame + 1):
+            break
+    language = max(found, key=lambda code: len(found[code]))
+    return language, max(found[language])
 
 
 def _window_prompt(
