@@ -668,6 +668,7 @@ def test_multilingual_pieces_take_their_own_language(base):
     english = base.transcribe(audio, batch_size=4, language="en")
     assert mixed.language == russian.language == "ru"
     assert len(mixed.segments) == len(russian.segments) == len(english.segments) == 2
+    assert [s.language for s in mixed.segments] == ["ru", "en"]
     assert mixed.segments[0].tokens == russian.segments[0].tokens
     assert mixed.segments[1].tokens == english.segments[1].tokens
     assert "ask not what your country can do for you" in mixed.segments[1].text

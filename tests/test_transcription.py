@@ -287,7 +287,9 @@ def test_multilingual_decodes_each_window_in_its_language(base):
         pytest.approx((s["start"], s["end"]), abs=1e-6) for s in row["segments"]
     ]
     assert "ask not what your country can do for you" in result.text
+    assert [s.language for s in result.segments] == ["ru", "ru", "en", "en"]
     single = base.transcribe(audio, seed=0, word_timestamps=False)
+    assert {s.language for s in single.segments} == {"ru"}
     assert "ask not what your country" not in single.text
     with pytest.raises(ValueError, match="English-only"):
         transcribe_segments(

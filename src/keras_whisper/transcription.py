@@ -54,7 +54,8 @@ TIME_PRECISION = INPUT_STRIDE * HOP_LENGTH / SAMPLE_RATE  # 0.02 s
 
 @dataclasses.dataclass
 class Segment:
-    """One transcribed segment, as openai-whisper reports it."""
+    """One transcribed segment, as openai-whisper reports it, and its window's language
+    (`language`: a code; it changes within a file only with `multilingual`)."""
 
     id: int
     seek: int
@@ -67,6 +68,7 @@ class Segment:
     compression_ratio: float
     no_speech_prob: float
     words: list[alignment.Word] | None = None
+    language: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -81,6 +83,7 @@ class Segment:
             avg_logprob=result.avg_logprob,
             compression_ratio=result.compression_ratio,
             no_speech_prob=result.no_speech_prob,
+            language=result.language,
         )
 
 
