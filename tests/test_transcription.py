@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from types import SimpleNamespace
 
 import keras
@@ -338,6 +339,27 @@ def test_language_detection_segments_look_past_an_unsure_window(base):
     assert info.language == "en" and info.language_probability < 0.5
     with pytest.raises(ValueError, match="language_detection_segments"):
         base.transcribe(audio, language_detection_segments=0)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"beam_szie": 5}, "Unknown option 'beam_szie': did you mean 'beam_size'"),
+        ({"word_timestmps": True}, "did you mean 'word_timestamps'"),
+        ({"vad_parameters": {}}, "faster-whisper's name; here it is 'vad_options'"),
+        ({"log_prob_threshold": -1}, "here it is 'logprob_threshold'"),
+    ],
+)
+@pytest.mark.parametrize("batch_size", [None, 4])
+def test_unknown_options_name_the_likely_one(options, message, batch_size):
+    # Refused before the model or the audio is touched, in both modes.
+    from keras_whisper import batched, transcription
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        if batch_size is None:
+            transcription.transcribe_segments(None, None, "talk.wav", **options)
+        else:
+            next(iter(batched.transcribe_many(None, None, ["talk.wav"], **options)))
 
 
 def test_repetition_rules_on_a_hand_made_buffer():

@@ -56,6 +56,7 @@ from keras_whisper.layers import jax_on_cpu
 from keras_whisper.transcription import (
     Segment,
     TranscriptionResult,
+    check_option_names,
     resolve_language,
     seed_stream,
     split_segments,
@@ -356,6 +357,7 @@ def transcribe_many(
             f"{', '.join(sequential_only)}: options of the sequential mode (batch_size=None); "
             "the batched mode decodes VAD speech pieces on their own, without fallback."
         )
+    check_option_names(decode_options, transcribe_many)
     if multilingual and not tokenizer.is_multilingual:
         raise ValueError(
             "multilingual=True detects each piece's language, and this model is "

@@ -24,6 +24,8 @@ This module touches the model only through `decoding.generate` and
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -114,6 +116,41 @@ class TranscriptionInfo:
     language: str | None
     language_probability: float | None
     duration: float
+
+
+# faster-whisper's names for options that have another name here.
+_OTHER_NAMES = {
+    "vad_parameters": "vad_options",
+    "log_prob_threshold": "logprob_threshold",
+    "max_new_tokens": "sample_len",
+}
+
+
+def check_option_names(options: dict[str, Any], function: Callable) -> None:
+    """Raise a `ValueError` naming any of `options` that is neither a `DecodingOptions`
+    field nor a parameter of `function`, with the likely intended name.
+
+    Args:
+        options: the keyword arguments a transcription function passes on as decoding
+            options.
+        function: that function (its parameters are valid names too).
+
+    Examples:
+    ```python
+    check_option_names({"beam_szie": 5}, transcribe_segments)  # ValueError: beam_size?
+    ```
+    """
+    fields = {f.name for f in dataclasses.fields(DecodingOptions)}
+    known = fields | set(inspect.signature(function).parameters)
+    for name in options:
+        if name in fields:
+            continue
+        if name in _OTHER_NAMES:
+            hint = f"faster-whisper's name; here it is {_OTHER_NAMES[name]!r}"
+        else:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "see the docstring for the options"
+        raise ValueError(f"Unknown option {name!r}: {hint}.")
 
 
 def _temperatures(temperature: float | Sequence[float]) -> tuple[float, ...]:
@@ -441,6 +478,7 @@ def transcribe_segments(
         `TranscriptionInfo` (language and its probability, duration).
     """
     # Options are checked before any audio is read or decoded.
+    check_option_names(decode_options, transcribe_segments)
     if hallucination_silence_threshold is not None and not word_timestamps:
         raise ValueError(
             "hallucination_silence_threshold needs word_timestamps=True: the silences "
