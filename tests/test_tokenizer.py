@@ -371,6 +371,56 @@ def _check_plain(text: str, model: str) -> None:
     assert tok.decode_bytes(ids) == text.encode("utf-8")
 
 
+def _ranked(model: str) -> WhisperTokenizer:
+    """The tokenizer rebuilt from the file's vocabulary alone, as bytes in rank order (the
+    layout of OpenAI's .tiktoken files and whisper.cpp's GGML files): no merges given."""
+    if ("ranked", model) not in _CACHE:
+        reference = _ours(model)
+        tokens = [reference.token_bytes(i) for i in range(reference.eot)]
+        _CACHE["ranked", model] = WhisperTokenizer.from_ranked_bytes(
+            tokens, n_vocab=reference.vocabulary_size()
+        )
+    return _CACHE["ranked", model]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=TEXT, model_name=st.sampled_from(["tiny.en", "base"]))
+def test_ranked_bytes_encode_like_the_merges_file(text, model_name):
+    ids = _ranked(model_name).encode(text)
+    assert ids == _hf_plain(model_name).encode(text, add_special_tokens=False).ids
+
+
+def test_tiktoken_file(tmp_path, model):
+    import base64
+
+    reference = _ours(model)
+    path = tmp_path / "vocabulary.tiktoken"
+    with open(path, "wb") as f:
+        for i in range(reference.eot):
+            # OpenAI's multilingual.tiktoken writes its one empty token (50256) as "="
+            f.write((base64.b64encode(reference.token_bytes(i)) or b"=") + b" %d\n" % i)
+    tokenizer = WhisperTokenizer.from_tiktoken(path, n_vocab=reference.vocabulary_size())
+    assert tokenizer.special_tokens == reference.special_tokens
+    assert tokenizer.get_vocabulary() == reference.get_vocabulary()
+    for text in FIXED_EXAMPLES_FOR_RANKED:
+        assert tokenizer.encode(text) == reference.encode(text)
+    path.write_bytes(b"IQ== 0\nIg== 2\n")
+    with pytest.raises(TokenizerError, match="not 0..N-1"):
+        WhisperTokenizer.from_tiktoken(path)
+    path.write_bytes(b"IQ==0\n")
+    with pytest.raises(TokenizerError, match="line 1"):
+        WhisperTokenizer.from_tiktoken(path)
+
+
+FIXED_EXAMPLES_FOR_RANKED = [
+    " And so my fellow Americans, ask not what your country can do for you",
+    "Привет, мир! Как дела?",
+    " 日本語のテキスト、そして中文。",
+    "  double  spaces\n\nand newlines\t tabs",
+    "🙂👍🏽 emoji 1234567 it's they'll",
+]
+
+
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=TEXT, model_name=st.sampled_from(["tiny.en", "base"]))
 def test_special_matching_matches_hf_added_tokens(text, model_name):

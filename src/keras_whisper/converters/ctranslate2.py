@@ -29,7 +29,6 @@ import os
 import re
 import shutil
 import struct
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -40,6 +39,7 @@ import numpy as np
 from keras_whisper.converters.common import (
     ModelDimensions,
     StateDict,
+    atomic_file,
     ordered_state_dict,
     validate_state_dict,
 )
@@ -895,38 +895,30 @@ def write_model_bin(
         spec_name: The model spec name.
         spec_revision: The model spec revision.
     """
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=".model.bin.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(struct.pack("<I", WRITTEN_BINARY_VERSION))
-            file.write(_encode_string(spec_name) + struct.pack("<I", spec_revision))
-            file.write(struct.pack("<I", len(variables)))
-            for name in sorted(variables):
-                array = np.asarray(variables[name])
-                dtype_name = array.dtype.name
-                if dtype_name not in _ID_BY_DTYPE_NAME:
-                    raise WeightsError(
-                        f"Cannot write variable '{name}' of dtype {dtype_name} to model.bin; "
-                        f"supported dtypes are {sorted(_ID_BY_DTYPE_NAME)}."
-                    )
-                if dtype_name != "bfloat16":
-                    array = array.astype(array.dtype.newbyteorder("<"), copy=False)
-                if not array.flags.c_contiguous:  # np.ascontiguousarray would make 0-d 1-d.
-                    array = array.copy(order="C")
-                file.write(_encode_string(name))
-                file.write(struct.pack(f"<B{array.ndim}I", array.ndim, *array.shape))
-                file.write(struct.pack("<BI", _ID_BY_DTYPE_NAME[dtype_name], array.nbytes))
-                file.write(array.reshape(-1).view(np.uint8).data)
-            aliases = dict(aliases or {})
-            file.write(struct.pack("<I", len(aliases)))
-            for alias, target in sorted(aliases.items()):
-                file.write(_encode_string(alias) + _encode_string(target))
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    with atomic_file(path) as temporary, open(temporary, "wb") as file:
+        file.write(struct.pack("<I", WRITTEN_BINARY_VERSION))
+        file.write(_encode_string(spec_name) + struct.pack("<I", spec_revision))
+        file.write(struct.pack("<I", len(variables)))
+        for name in sorted(variables):
+            array = np.asarray(variables[name])
+            dtype_name = array.dtype.name
+            if dtype_name not in _ID_BY_DTYPE_NAME:
+                raise WeightsError(
+                    f"Cannot write variable '{name}' of dtype {dtype_name} to model.bin; "
+                    f"supported dtypes are {sorted(_ID_BY_DTYPE_NAME)}."
+                )
+            if dtype_name != "bfloat16":
+                array = array.astype(array.dtype.newbyteorder("<"), copy=False)
+            if not array.flags.c_contiguous:  # np.ascontiguousarray would make 0-d 1-d.
+                array = array.copy(order="C")
+            file.write(_encode_string(name))
+            file.write(struct.pack(f"<B{array.ndim}I", array.ndim, *array.shape))
+            file.write(struct.pack("<BI", _ID_BY_DTYPE_NAME[dtype_name], array.nbytes))
+            file.write(array.reshape(-1).view(np.uint8).data)
+        aliases = dict(aliases or {})
+        file.write(struct.pack("<I", len(aliases)))
+        for alias, target in sorted(aliases.items()):
+            file.write(_encode_string(alias) + _encode_string(target))
 
 
 def save_ctranslate2(

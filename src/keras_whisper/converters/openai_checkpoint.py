@@ -8,7 +8,6 @@ so reading and writing them needs `torch`; loading uses
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 from keras_whisper.converters.common import (
     ModelDimensions,
     StateDict,
+    atomic_file,
     ordered_state_dict,
     validate_state_dict,
 )
@@ -151,14 +151,6 @@ def save_openai_checkpoint(
             for name, value in ordered_state_dict(dims, state_dict).items()
         },
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(checkpoint, file)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    with atomic_file(path) as temporary, open(temporary, "wb") as file:
+        torch.save(checkpoint, file)
     return path

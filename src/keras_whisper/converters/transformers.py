@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import numpy as np
 from keras_whisper.converters.common import (
     ModelDimensions,
     StateDict,
+    atomic_file,
     expected_shapes,
     ordered_state_dict,
     validate_state_dict,
@@ -361,15 +361,8 @@ def hf_config(dims: ModelDimensions, torch_dtype: str = "float32") -> dict:
 
 
 def _write_atomic(path: Path, write) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_file(path) as temporary:
         write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 def save_transformers(
