@@ -324,3 +324,20 @@ FIELDS = (
     "n_text_layer",
     "n_mels",
 )
+
+
+@pytest.mark.slow
+def test_cli_convert_round_trip_is_byte_identical(tiny_ggml, tmp_path, capsys):
+    """ggml -> keras-whisper preset -> ggml with `keras-whisper convert` gives the same bytes."""
+    from keras_whisper.cli import main
+
+    preset = tmp_path / "preset"
+    assert main(["convert", str(tiny_ggml), str(preset)]) == 0
+    again = tmp_path / "ggml-again.bin"
+    assert main(["convert", str(preset), str(again), "--to", "ggml"]) == 0
+    assert again.read_bytes() == tiny_ggml.read_bytes()
+    assert main(["convert", str(preset), str(again), "--to", "ggml"]) == 1
+    assert "Refusing to overwrite" in capsys.readouterr().err
+    assert main(["convert", str(preset), str(tmp_path / "x"), "--dtype", "float32"]) == 2
+    assert main(["convert", str(tmp_path / "absent"), str(tmp_path / "y")]) == 1
+    assert "cannot load" in capsys.readouterr().err

@@ -10,6 +10,8 @@ keras-whisper transcribe AUDIO... [--preset whisper_tiny_en] [--language LANG]
     [--repetition-penalty P] [--no-repeat-ngram-size N] [--multilingual]
     [--suppress-tokens IDS] [--compression-ratio-threshold X|none]
     [--logprob-threshold X|none] [--no-speech-threshold X|none] ...
+keras-whisper convert SOURCE TARGET [--to preset|ggml|ctranslate2|openai|transformers]
+    [--dtype float16|float32] [--overwrite]
 ```
 
 The decoding options are openai-whisper's, with the same defaults.
@@ -34,6 +36,7 @@ import sys
 from pathlib import Path
 
 OUTPUT_FORMATS = ("txt", "srt", "vtt", "tsv", "json")
+EXPORT_FORMATS = ("ggml", "ctranslate2", "openai", "transformers")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -176,7 +179,61 @@ def _parser() -> argparse.ArgumentParser:
         help="only these parts, in seconds: start,end,start,end,... (sequential mode)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar or text on stdout")
+    convert = commands.add_parser(
+        "convert",
+        help="convert a model between formats",
+        description="Load any preset handle (a built-in name, a folder or file of any "
+        "supported format, hf:// or kaggle://) and write it as a keras-whisper preset or "
+        "in another implementation's format.",
+    )
+    convert.add_argument("source", help="preset name, folder, file or hub handle")
+    convert.add_argument("target", help="the folder (preset, transformers, ctranslate2) or file")
+    convert.add_argument(
+        "--to",
+        default="preset",
+        choices=("preset", *EXPORT_FORMATS),
+        help="what to write (default: a keras-whisper preset folder)",
+    )
+    convert.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float16", "float32"),
+        help="ggml only: float16 (default, whisper.cpp's layout) or float32",
+    )
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing target")
     return parser
+
+
+def convert_main(args: argparse.Namespace) -> int:
+    """`keras-whisper convert`: any preset handle to a preset or a foreign checkpoint."""
+    if args.dtype and args.to != "ggml":
+        print("keras-whisper: --dtype is for --to ggml.", file=sys.stderr)
+        return 2
+    from keras_whisper.converters import export_checkpoint
+    from keras_whisper.speech_to_text import WhisperSpeechToText
+
+    try:
+        model = WhisperSpeechToText.from_preset(args.source)
+    except Exception as error:
+        print(f"keras-whisper: cannot load {args.source!r}: {error}", file=sys.stderr)
+        return 1
+    try:
+        if args.to == "preset":
+            model.save_to_preset(args.target, overwrite=args.overwrite)
+        else:
+            export_checkpoint(
+                model.backbone,
+                args.target,
+                args.to,
+                overwrite=args.overwrite,
+                tokenizer=model.tokenizer,
+                dtype=args.dtype,
+            )
+    except Exception as error:
+        print(f"keras-whisper: cannot write {args.target!r}: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.source} -> {args.target} ({args.to})", file=sys.stderr)
+    return 0
 
 
 def _optional_float(value: str) -> float | None:
@@ -264,6 +321,8 @@ def _sequential(model, path, args, temperatures, decode_options):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "convert":
+        return convert_main(args)
     subtitle_layout = {
         "highlight_words": args.highlight_words,
         "max_line_width": args.max_line_width,
