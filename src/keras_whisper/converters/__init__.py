@@ -329,6 +329,10 @@ def _num_mels(path, fmt: str) -> int:
         from keras_whisper.preset_io import read_json
 
         return int(read_json(folder / "config.json").get("num_mel_bins", 80))
+    if fmt == "ggml":  # the header alone
+        from keras_whisper.converters.ggml import read_ggml_vocabulary
+
+        return read_ggml_vocabulary(_ggml_file(path))[0].n_mels
     dims, _, _ = read_checkpoint(path, fmt)
     return dims.n_mels
 

@@ -100,8 +100,8 @@ def _nibbles(qs: np.ndarray) -> np.ndarray:
 
 def _fifth_bits(blocks: np.ndarray, offset: int) -> np.ndarray:
     """The 32 fifth bits of a q5 block (a little-endian u32 at `offset`), shifted to 0x10."""
-    qh = blocks[:, offset : offset + 4].copy().view("<u4")
-    return (((qh >> np.arange(32, dtype=np.uint32)) & 1) << 4).astype(np.uint8)
+    bits = np.unpackbits(blocks[:, offset : offset + 4], axis=1, bitorder="little")
+    return bits << 4
 
 
 def _dequantize_q4_0(blocks: np.ndarray) -> np.ndarray:
