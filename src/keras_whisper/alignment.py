@@ -73,8 +73,8 @@ def read_alignment_heads(preset_dir) -> tuple[tuple[int, int], ...] | None:
     """The alignment heads a preset folder records, as `(layer, head)` pairs, or `None`.
 
     Looks in `assets/alignment_heads.json` (`WhisperSpeechToText.save_to_preset`),
-    `assets/ctranslate2_config.json` (kept by the CTranslate2 converter) and a Hugging
-    Face `generation_config.json`.
+    `assets/ctranslate2_config.json` (kept by the CTranslate2 converter), a Hugging
+    Face `generation_config.json` and an MLX folder's `alignment_heads` tensor.
 
     Args:
         preset_dir: a preset folder.
@@ -90,7 +90,10 @@ def read_alignment_heads(preset_dir) -> tuple[tuple[int, int], ...] | None:
             continue
         if heads:
             return tuple((int(layer), int(head)) for layer, head in heads)
-    return None
+    from keras_whisper.converters.mlx import read_alignment_heads as mlx_heads
+
+    heads = mlx_heads(folder)
+    return None if heads is None else tuple((int(layer), int(head)) for layer, head in heads)
 
 
 def write_alignment_heads(preset_dir, heads: Sequence[tuple[int, int]]) -> None:

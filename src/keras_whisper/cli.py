@@ -10,7 +10,7 @@ keras-whisper transcribe AUDIO... [--preset whisper_tiny_en] [--language LANG]
     [--repetition-penalty P] [--no-repeat-ngram-size N] [--multilingual]
     [--suppress-tokens IDS] [--compression-ratio-threshold X|none]
     [--logprob-threshold X|none] [--no-speech-threshold X|none] ...
-keras-whisper convert SOURCE TARGET [--to preset|ggml|ctranslate2|openai|transformers]
+keras-whisper convert SOURCE TARGET [--to preset|ggml|mlx|ctranslate2|openai|transformers]
     [--dtype float16|float32] [--overwrite]
 ```
 
@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 
 OUTPUT_FORMATS = ("txt", "srt", "vtt", "tsv", "json")
-EXPORT_FORMATS = ("ggml", "ctranslate2", "openai", "transformers")
+EXPORT_FORMATS = ("ggml", "mlx", "ctranslate2", "openai", "transformers")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -198,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
         "--dtype",
         default=None,
         choices=("float16", "float32"),
-        help="ggml only: float16 (default, whisper.cpp's layout) or float32",
+        help="ggml and mlx only: float16 (default, their published layout) or float32",
     )
     convert.add_argument("--overwrite", action="store_true", help="replace an existing target")
     return parser
@@ -206,8 +206,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def convert_main(args: argparse.Namespace) -> int:
     """`keras-whisper convert`: any preset handle to a preset or a foreign checkpoint."""
-    if args.dtype and args.to != "ggml":
-        print("keras-whisper: --dtype is for --to ggml.", file=sys.stderr)
+    if args.dtype and args.to not in ("ggml", "mlx"):
+        print("keras-whisper: --dtype is for --to ggml or mlx.", file=sys.stderr)
         return 2
     from keras_whisper.converters import export_checkpoint
     from keras_whisper.speech_to_text import WhisperSpeechToText
@@ -228,6 +228,7 @@ def convert_main(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite,
                 tokenizer=model.tokenizer,
                 dtype=args.dtype,
+                alignment_heads=model.alignment_heads,
             )
     except Exception as error:
         print(f"keras-whisper: cannot write {args.target!r}: {error}", file=sys.stderr)

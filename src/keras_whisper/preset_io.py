@@ -47,7 +47,14 @@ os.umask(_UMASK)
 # (Whisper repos on the hub also hold TF, Flax and PyTorch-pickle copies of the
 # same weights: never download those.)
 _CONFIG_PATTERNS = ["*.json", "*.txt", "assets/**"]
-_WEIGHT_PATTERNS = ["*.safetensors", "model.weights.h5", "model.bin", "model.bin.part*", "*.pt"]
+_WEIGHT_PATTERNS = [
+    "*.safetensors",
+    "model.weights.h5",
+    "model.bin",
+    "model.bin.part*",
+    "*.pt",
+    "weights.npz",
+]
 
 
 def cache_dir() -> Path:
@@ -189,7 +196,7 @@ def detect_format(path: Path) -> str:
 
     Returns:
         One of `"keras_whisper"`, `"keras_hub"`, `"transformers"`,
-        `"ctranslate2"`, `"openai"`, `"ggml"`.
+        `"ctranslate2"`, `"openai"`, `"ggml"`, `"mlx"`.
     """
     if path.is_file():
         if path.suffix in (".pt", ".pth"):
@@ -215,6 +222,10 @@ def detect_format(path: Path) -> str:
             return "keras_whisper"
         if registered.split(">")[0] in ("keras_hub", "keras_nlp"):
             return "keras_hub"
+        from keras_whisper.converters.mlx import is_mlx_config
+
+        if is_mlx_config(config):  # OpenAI's dimension names: MLX (model_type "whisper" too)
+            return "mlx"
         if config.get("model_type") == "whisper":
             return "transformers"
         raise PresetError(

