@@ -147,10 +147,15 @@ class ModelSpec:
         """Where the transformers export of our weights lives (see `export_checkpoints`)."""
         return cache_dir() / "transformers" / self.key
 
+    def ggml_file(self, dtype: str) -> Path:
+        """Where the whisper.cpp GGML export of our weights lives (`dtype`: `"float16"`)."""
+        return cache_dir() / "ggml" / f"ggml-{self.key}-{dtype}.bin"
+
     def exports_ready(self) -> bool:
         return (
             self.openai_checkpoint().is_file()
             and (self.transformers_dir() / "config.json").is_file()
+            and self.ggml_file("float16").is_file()
         )
 
 
@@ -186,7 +191,7 @@ def _part_files(folders: list[Path]) -> list[Path]:
 
 
 def export_checkpoints(model: ModelSpec) -> None:
-    """Export our backbone's weights for openai-whisper (`.pt`) and transformers.
+    """Export our backbone's weights for openai-whisper (`.pt`), transformers and whisper.cpp.
 
     Loading the backbone also converts the built-in preset into keras-whisper's
     user cache when it is not there yet. The peers then run exactly the weights keras-whisper runs (float32,
@@ -201,6 +206,11 @@ def export_checkpoints(model: ModelSpec) -> None:
         export_checkpoint(backbone, model.openai_checkpoint(), "openai", overwrite=True)
     if not (model.transformers_dir() / "config.json").is_file():
         export_checkpoint(backbone, model.transformers_dir(), "transformers", overwrite=True)
+    if not model.ggml_file("float16").is_file():  # whisper.cpp runs float16 files only
+        from keras_whisper import WhisperTokenizer
+
+        tokenizer = WhisperTokenizer.from_preset(model.preset)
+        export_checkpoint(backbone, model.ggml_file("float16"), "ggml", tokenizer=tokenizer)
 
 
 # ---------------------------------------------------------------------------------------------

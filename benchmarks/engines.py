@@ -482,6 +482,64 @@ class OpenAIWhisperEngine(Engine):
 
 
 # ---------------------------------------------------------------------------------------------
+# whisper.cpp
+# ---------------------------------------------------------------------------------------------
+
+
+class WhisperCppEngine(Engine):
+    """whisper.cpp (C/C++, ggml; through pywhispercpp) on our weights exported to GGML.
+
+    Its own decoding rules: greedy with `best_of` samples on fallback or beam search,
+    temperature steps of 0.2, its entropy threshold in place of the compression ratio,
+    conditioned on the previous text, timestamps on.
+    """
+
+    e2e = True
+    packages = ("pywhispercpp",)
+
+    def __init__(self, model: ModelSpec, dtype: str):
+        super().__init__(model)
+        self.dtype = dtype
+        self.label = f"whisper.cpp ({dtype})"
+
+    def import_modules(self) -> None:
+        import pywhispercpp.model  # noqa: F401
+
+    def load(self) -> None:
+        from pywhispercpp.model import Model
+
+        self.whisper = Model(
+            str(self.model.ggml_file(self.dtype)),
+            n_threads=THREADS,
+            print_progress=False,
+            print_realtime=False,
+            redirect_whispercpp_logs_to=None,
+        )
+
+    def transcribe(self, audio: np.ndarray, config: DecodeConfig) -> str:
+        import _pywhispercpp
+
+        strategies = _pywhispercpp.whisper_sampling_strategy
+        beam = config.beam_size is not None
+        # pywhispercpp fixes the strategy when the model is made; its parameters hold it
+        self.whisper._params.strategy = (
+            strategies.WHISPER_SAMPLING_BEAM_SEARCH if beam else strategies.WHISPER_SAMPLING_GREEDY
+        )
+        segments = self.whisper.transcribe(
+            audio,
+            language="en",
+            translate=False,
+            no_context=False,
+            no_timestamps=False,
+            temperature=0.0,
+            temperature_inc=TEMPERATURES[1] - TEMPERATURES[0],
+            greedy={"best_of": config.best_of},
+            beam_search={"beam_size": config.beam_size or 1, "patience": -1.0},
+        )
+        return " ".join(segment.text.strip() for segment in segments).strip()
+
+
+# ---------------------------------------------------------------------------------------------
 # transformers
 # ---------------------------------------------------------------------------------------------
 
@@ -647,12 +705,15 @@ ENGINES: dict[str, Callable[[ModelSpec], Engine]] = {
     "fw-fp32": lambda model: FasterWhisperEngine(model, "float32"),
     "fw-int8": lambda model: FasterWhisperEngine(model, "int8"),
     "oai": OpenAIWhisperEngine,
+    # float16 only: whisper.cpp 1.8.5's CPU convolution aborts on float32 kernels, so it
+    # cannot run a float32 file (its own `use-f32` conversion included).
+    "wcpp-fp16": lambda model: WhisperCppEngine(model, "float16"),
     "hf": TransformersEngine,
     "kerashub": KerasHubEngine,
 }
 
 # Which engines each section runs, in interleaving order.
-E2E_ENGINES = ("kw-jax", "kw-jax-bf16", "fw-fp32", "fw-int8", "oai")
+E2E_ENGINES = ("kw-jax", "kw-jax-bf16", "fw-fp32", "fw-int8", "oai", "wcpp-fp16")
 MODEL_ENGINES = ("kw-jax", "kw-jax-bf16", "kw-torch", "fw-fp32", "fw-int8", "oai", "hf", "kerashub")
 # keras-whisper twice: compiling every stage (a machine's first process) and loading the
 # stages compiled by an earlier process (`keras_whisper.decoding.compilation_cache`).

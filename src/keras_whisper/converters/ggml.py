@@ -473,7 +473,9 @@ def save_ggml(
 
     With `dtype="float16"` the matrices are float16 and the vectors, the conv
     biases and the positional embeddings float32 (whisper.cpp's layout); with
-    `"float32"` everything is float32. whisper.cpp's `quantize` tool turns the
+    `"float32"` everything is float32, as whisper.cpp's converter writes with
+    `use-f32` (whisper.cpp 1.8.5 itself cannot run such files on CPUs: its
+    convolution takes float16 kernels only and aborts). whisper.cpp's `quantize` tool turns the
     file into q5_1, q8_0 and the other integer types. The file is written to a
     temporary name beside `path` and renamed into place.
 
