@@ -178,6 +178,9 @@ def test_file_and_folder_and_hf_file_handles(small_file, tmp_path, monkeypatch):
     path, state_dict = small_file
     assert detect_format(path) == "ggml" and detect_format(path.parent) == "ggml"
     from_file = WhisperBackbone.from_preset(str(path))
+    empty = WhisperBackbone.from_preset(str(path), load_weights=False)  # the header alone
+    config, loaded_config = empty.get_config(), from_file.get_config()
+    assert {**config, "name": None} == {**loaded_config, "name": None}
     from_folder = WhisperBackbone.from_preset(str(path.parent))
     cache = tmp_path / "hub"
     _fake_hf_cache(cache, "someone/whisper.cpp", {"ggml-small.bin": path.read_bytes()})

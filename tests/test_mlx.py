@@ -87,6 +87,12 @@ def test_round_trip_and_layout(tmp_path):
 
     assert read_alignment_heads(folder) == ((0, 1), (0, 0))
     assert detect_format(folder) == "mlx"
+    from keras_whisper import WhisperBackbone
+
+    (folder / "weights.safetensors").rename(folder / "moved")  # config.json alone suffices
+    empty = WhisperBackbone.from_preset(str(folder), load_weights=False)
+    assert empty.hidden_dim == 64 and empty.vocabulary_size == 300
+    (folder / "moved").rename(folder / "weights.safetensors")
     with pytest.raises(WeightsError, match="Refusing to overwrite"):
         save_mlx(DIMS, state_dict, folder)
     # float16 (mlx-community's dtype) and the npz variant of older folders

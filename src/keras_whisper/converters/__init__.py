@@ -168,6 +168,9 @@ def load_backbone(cls, path, fmt: str, load_weights: bool = True, **kwargs):
         )
     from keras_whisper.preset_io import build_with_weights
 
+    if not load_weights and fmt in ("ggml", "mlx"):  # the dimensions alone, no weights read
+        config = {**backbone_config(_dimensions_only(path, fmt)), **kwargs}
+        return WhisperBackbone(**config)
     dims, state_dict, _ = read_checkpoint(path, fmt)
     config = {**backbone_config(dims, state_dict), **kwargs}
     if not load_weights:
@@ -175,6 +178,20 @@ def load_backbone(cls, path, fmt: str, load_weights: bool = True, **kwargs):
     return build_with_weights(
         lambda: WhisperBackbone(**config),
         lambda model: keras_weights(model, state_dict, source=str(path)),
+    )
+
+
+def _dimensions_only(path, fmt: str) -> ModelDimensions:
+    """A GGML file's header or an MLX folder's config.json, without the weights."""
+    if fmt == "ggml":
+        from keras_whisper.converters.ggml import read_ggml_vocabulary
+
+        return read_ggml_vocabulary(_ggml_file(path))[0]
+    from keras_whisper.converters.mlx import _read_config
+
+    config = _read_config(Path(path))
+    return ModelDimensions.from_dict(
+        {k: v for k, v in config.items() if k not in ("model_type", "quantization")}
     )
 
 
