@@ -16,7 +16,7 @@ import pytest
 
 from keras_whisper.converters import export_checkpoint, read_checkpoint
 from keras_whisper.converters.common import ModelDimensions
-from keras_whisper.converters.ggml import TYPES, load_ggml, save_ggml
+from keras_whisper.converters.ggml import _HEADER_FIELDS, TYPES, load_ggml, save_ggml
 from keras_whisper.errors import PresetError, TokenizerError, WeightsError
 
 ggml_oracle = pytest.importorskip("ggml_oracle")
@@ -302,7 +302,7 @@ def test_lossy_vocabulary_borrows_the_preset_tokenizer(tmp_path):
     path = tmp_path / "ggml-lossy.bin"  # header and vocabulary only, like for-tests files
     with open(path, "wb") as f:
         f.write(struct.pack("<I", 0x67676D6C))
-        f.write(struct.pack("<11i", *[getattr(dims, k) for k in FIELDS], 1))
+        f.write(struct.pack("<11i", *[getattr(dims, k) for k in _HEADER_FIELDS], 1))
         f.write(struct.pack("<2i", 80, 201) + mel_filters(80).astype("<f4").tobytes())
         f.write(struct.pack("<i", len(lossy)))
         for token in lossy:
@@ -313,20 +313,6 @@ def test_lossy_vocabulary_borrows_the_preset_tokenizer(tmp_path):
     assert tokenizer.encode(" naïve 日本") == reference.encode(" naïve 日本")
     with pytest.raises(WeightsError, match="ends inside a tensor header|not fit"):
         load_ggml(path)  # and no tensors: the weights are missing
-
-
-FIELDS = (
-    "n_vocab",
-    "n_audio_ctx",
-    "n_audio_state",
-    "n_audio_head",
-    "n_audio_layer",
-    "n_text_ctx",
-    "n_text_state",
-    "n_text_head",
-    "n_text_layer",
-    "n_mels",
-)
 
 
 @pytest.mark.slow
