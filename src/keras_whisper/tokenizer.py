@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import difflib
 import functools
@@ -642,11 +643,9 @@ class WhisperTokenizer(PresetComponent):
         ```
         """
         names = [_to_symbols(token) for token in tokens]
-        if len(set(names)) != len(names):
-            seen: set[str] = set()
-            repeated = next(
-                t for t, n in zip(tokens, names, strict=True) if n in seen or seen.add(n)
-            )
+        counts = collections.Counter(names)
+        if len(counts) != len(names):
+            repeated = next(t for t, n in zip(tokens, names, strict=True) if counts[n] > 1)
             raise TokenizerError(
                 f"The ranked vocabulary lists the bytes {bytes(repeated)!r} more than once: it "
                 "was written from text, not bytes (a lossy conversion that replaced partial "

@@ -187,12 +187,9 @@ def _dimensions_only(path, fmt: str) -> ModelDimensions:
         from keras_whisper.converters.ggml import read_ggml_vocabulary
 
         return read_ggml_vocabulary(_ggml_file(path))[0]
-    from keras_whisper.converters.mlx import _read_config
+    from keras_whisper.converters.mlx import read_mlx_dimensions
 
-    config = _read_config(Path(path))
-    return ModelDimensions.from_dict(
-        {k: v for k, v in config.items() if k not in ("model_type", "quantization")}
-    )
+    return read_mlx_dimensions(path)
 
 
 def dimensions(backbone) -> ModelDimensions:
@@ -308,9 +305,7 @@ def load_component(cls, path, fmt: str, **kwargs):
         if fmt == "ggml":
             return tokenizer_from_ggml(cls, _ggml_file(path), **kwargs)
         if fmt == "mlx" and not _has_tokenizer_files(path):
-            from keras_whisper.converters.mlx import _read_config
-
-            n_vocab = kwargs.pop("n_vocab", int(_read_config(Path(path))["n_vocab"]))
+            n_vocab = kwargs.pop("n_vocab", _dimensions_only(path, fmt).n_vocab)
             return _stand_in_tokenizer(cls, n_vocab, f"{path} (MLX) carries no tokenizer", **kwargs)
         return _tokenizer_from_files(cls, path, **kwargs)
     if cls.preset_file == "audio_converter.json":
@@ -396,14 +391,8 @@ def _num_mels(path, fmt: str) -> int:
         from keras_whisper.preset_io import read_json
 
         return int(read_json(folder / "config.json").get("num_mel_bins", 80))
-    if fmt == "mlx":
-        from keras_whisper.converters.mlx import _read_config
-
-        return int(_read_config(folder)["n_mels"])
-    if fmt == "ggml":  # the header alone
-        from keras_whisper.converters.ggml import read_ggml_vocabulary
-
-        return read_ggml_vocabulary(_ggml_file(path))[0].n_mels
+    if fmt in ("ggml", "mlx"):  # the header / config.json alone
+        return _dimensions_only(path, fmt).n_mels
     dims, _, _ = read_checkpoint(path, fmt)
     return dims.n_mels
 

@@ -36,6 +36,7 @@ from keras_whisper.errors import WeightsError
 PathLike = str | os.PathLike
 
 WEIGHT_FILES = ("weights.safetensors", "weights.npz")
+_CONV_KERNELS = ("encoder.conv1.weight", "encoder.conv2.weight")  # (out, width, in) in MLX
 _DIM_KEYS = ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer")
 
 
@@ -101,6 +102,21 @@ def _read_config(directory: Path) -> dict:
     return config
 
 
+def _dimensions(config: Mapping, directory: Path) -> ModelDimensions:
+    try:
+        return ModelDimensions.from_dict(
+            {k: v for k, v in config.items() if k not in ("model_type", "quantization")}
+        )
+    except WeightsError as error:
+        raise WeightsError(f"{directory / 'config.json'}: {error}") from None
+
+
+def read_mlx_dimensions(directory: PathLike) -> ModelDimensions:
+    """The `ModelDimensions` of an MLX folder, from its `config.json` alone."""
+    directory = Path(directory)
+    return _dimensions(_read_config(directory), directory)
+
+
 def _read_weights(directory: Path) -> dict[str, np.ndarray]:
     for name in WEIGHT_FILES:
         path = directory / name
@@ -147,12 +163,7 @@ def load_mlx(directory: PathLike) -> tuple[ModelDimensions, StateDict, np.ndarra
     """
     directory = Path(directory)
     config = _read_config(directory)
-    try:
-        dims = ModelDimensions.from_dict(
-            {k: v for k, v in config.items() if k not in ("model_type", "quantization")}
-        )
-    except WeightsError as error:
-        raise WeightsError(f"{directory / 'config.json'}: {error}") from None
+    dims = _dimensions(config, directory)
     raw = _read_weights(directory)
     quantization = config.get("quantization")
     if quantization is not None and quantization.get("mode", "affine") != "affine":
@@ -181,7 +192,7 @@ def load_mlx(directory: PathLike) -> tuple[ModelDimensions, StateDict, np.ndarra
                 int(own["group_size"]),
                 int(own["bits"]),
             )
-        elif name in ("encoder.conv1.weight", "encoder.conv2.weight"):
+        elif name in _CONV_KERNELS:
             value = np.swapaxes(value, 1, 2)
         state_dict[_openai_name(name)] = np.asarray(value)
     if "encoder.positional_embedding" not in state_dict:
@@ -256,7 +267,7 @@ def save_mlx(
         if name == "encoder.positional_embedding":
             continue
         array = np.asarray(value, dtype=np.float32)
-        if name in ("encoder.conv1.weight", "encoder.conv2.weight"):
+        if name in _CONV_KERNELS:
             array = np.swapaxes(array, 1, 2)
         tensors[_mlx_name(name)] = np.ascontiguousarray(array.astype(dtype))
     if alignment_heads is not None:
