@@ -4,8 +4,13 @@ Transcribes every recording of `../shared/audio` that has a reference (the Engli
 for `.en` models; English and Russian for multilingual ones) with `transcribe()`'s
 defaults (greedy, timestamps, temperature fallback seeded with `seed=0`, previous text as
 prompt), once per dtype policy, and reports the corpus word error rate (word edits summed
-over files / reference words summed) per dtype and language. Rewrites the `precision/<model>` blocks
-of BENCHMARKS.md.
+over files / reference words summed) per dtype and language. Word error rates move in steps
+of whole words when one close decision flips, so each dtype is also compared with float32 on
+a continuous measure: the first 30-s window of every file is decoded once in float32, and
+both models then read that same token sequence (teacher forcing); the table gives the mean
+Kullback-Leibler divergence of their next-token distributions (nats per token) and the
+share of positions whose most likely token is the same. Rewrites the `precision/<model>`
+blocks of BENCHMARKS.md.
 
     python benchmarks/precision.py --models tiny_en,base --dtypes float32,bfloat16,float16
 """
@@ -16,6 +21,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -37,12 +44,55 @@ def _files(multilingual: bool) -> list[tuple[str, str]]:
     return rows
 
 
+def _log_probs(task, features: np.ndarray, tokens: list[int]) -> np.ndarray:
+    """`(len(tokens), vocabulary)` float64 next-token log-probabilities of `tokens` (one
+    window, teacher-forced) under `task`'s backbone."""
+    backbone = task.backbone
+    ids = np.asarray([tokens], "int32")
+    outputs = backbone(
+        {
+            "encoder_features": features[None],
+            "decoder_token_ids": ids,
+            "decoder_padding_mask": np.ones_like(ids),
+        }
+    )
+    logits = np.asarray(backbone.logits(outputs["decoder_sequence_output"]), "float64")[0]
+    logits -= logits.max(axis=-1, keepdims=True)
+    return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+
+
+def _teacher_forced(task, files) -> list[tuple[np.ndarray, list[int]]]:
+    """Each file's first window and the float32 model's greedy tokens for it (start
+    sequence, timestamps and `<|endoftext|>` included)."""
+    windows = []
+    for name, language in files:
+        features = task.first_window(data.read_wav(data.AUDIO_DIR / f"{name}.wav"))
+        result = task.generate(features[None], language=language)[0]
+        start = list(task.tokenizer.sot_sequence(language))
+        windows.append((features, start + list(result.tokens) + [task.tokenizer.eot]))
+    return windows
+
+
+def _divergence(task, windows, reference: list[np.ndarray]) -> tuple[float, float]:
+    """Mean KL(float32 || task) per token and the share of equal arg-maxes."""
+    divergences, agreements = [], []
+    for (features, tokens), expected in zip(windows, reference, strict=True):
+        log_probs = _log_probs(task, features, tokens)
+        divergences.append((np.exp(expected) * (expected - log_probs)).sum(axis=-1))
+        agreements.append(log_probs.argmax(axis=-1) == expected.argmax(axis=-1))
+    return float(np.concatenate(divergences).mean()), float(np.concatenate(agreements).mean())
+
+
 def measure(model_key: str, dtypes: list[str]) -> dict:
     from keras_whisper import WhisperSpeechToText
 
     model = data.MODELS[model_key]
     files = _files(model.multilingual)
     results: dict = {"files": files, "dtypes": {}}
+    reference_task = WhisperSpeechToText.from_preset(model.preset)
+    windows = _teacher_forced(reference_task, files)
+    reference = [_log_probs(reference_task, *window) for window in windows]
+    results["tokens"] = sum(len(tokens) for _, tokens in windows)
     for dtype in dtypes:
         task = WhisperSpeechToText.from_preset(model.preset, dtype=dtype)
         per_language: dict[str, list[int]] = {}
@@ -65,6 +115,7 @@ def measure(model_key: str, dtypes: list[str]) -> dict:
             "seconds": seconds,
             "texts": texts,
             "per_file": per_file,
+            "divergence": _divergence(task, windows, reference),
         }
         print(f"{model_key} {dtype}: {per_language} in {seconds:.0f} s", file=sys.stderr)
     return results
@@ -79,7 +130,12 @@ def block(model_key: str, results: dict, head: str) -> str:
     for language in languages:
         count = sum(1 for _, lang in results["files"] if lang == language)
         header += [f"WER % ({language}, {count} files)", f"Δ vs float32 ({language}), points"]
-    header += ["identical texts", "seconds (whole set, warm-up included)"]
+    header += [
+        "identical texts",
+        "teacher-forced KL vs float32, nats/token",
+        "same top-1 token",
+        "seconds (whole set, warm-up included)",
+    ]
     body = []
     base = results["dtypes"].get("float32")
     for dtype in dtypes:
@@ -99,7 +155,13 @@ def block(model_key: str, results: dict, head: str) -> str:
             for name, _ in results["files"]
             if base and measured["texts"][name] == base["texts"][name]
         )
-        row += [f"{same} / {len(results['files'])}", f"{measured['seconds']:.0f}"]
+        divergence, agreement = measured["divergence"]
+        row += [
+            f"{same} / {len(results['files'])}",
+            f"{divergence:.1e}",
+            f"{100 * agreement:.2f} %",
+            f"{measured['seconds']:.0f}",
+        ]
         body.append(row)
     lines += [report.table(header, body), ""]
     for dtype in dtypes:
@@ -122,6 +184,10 @@ def block(model_key: str, results: dict, head: str) -> str:
         "the language given. WER = word edits summed over the files / reference words "
         "(`benchmarks/wer.py` normalisation). Half precision keeps LayerNorm, softmax and "
         "log-probabilities in float32.",
+        f"- Teacher-forced: the first 30-s window of each file, decoded greedily in float32 "
+        f"({results['tokens']} tokens in all, start sequence and end included), read by each "
+        "dtype's model in one pass; KL = mean over those positions of KL(float32 || dtype) of "
+        "the next-token distributions.",
         "",
     ]
     return "\n".join(lines)
