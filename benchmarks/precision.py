@@ -45,8 +45,8 @@ def _files(multilingual: bool) -> list[tuple[str, str]]:
 
 
 def _log_probs(task, features: np.ndarray, tokens: list[int]) -> np.ndarray:
-    """`(len(tokens), vocabulary)` float64 next-token log-probabilities of `tokens` (one
-    window, teacher-forced) under `task`'s backbone."""
+    """`(len(tokens) - 1, vocabulary)` float64 log-probabilities of each next token of
+    `tokens` (one window, teacher-forced) under `task`'s backbone."""
     backbone = task.backbone
     ids = np.asarray([tokens], "int32")
     outputs = backbone(
@@ -56,7 +56,9 @@ def _log_probs(task, features: np.ndarray, tokens: list[int]) -> np.ndarray:
             "decoder_padding_mask": np.ones_like(ids),
         }
     )
-    logits = np.asarray(backbone.logits(outputs["decoder_sequence_output"]), "float64")[0]
+    # The last position (after `<|endoftext|>`) predicts nothing that was decoded.
+    hidden = outputs["decoder_sequence_output"][:, :-1]
+    logits = np.asarray(backbone.logits(hidden), "float64")[0]
     logits -= logits.max(axis=-1, keepdims=True)
     return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
 
@@ -91,8 +93,8 @@ def measure(model_key: str, dtypes: list[str]) -> dict:
     results: dict = {"files": files, "dtypes": {}}
     reference_task = WhisperSpeechToText.from_preset(model.preset)
     windows = _teacher_forced(reference_task, files)
-    reference = [_log_probs(reference_task, *window) for window in windows]
-    results["tokens"] = sum(len(tokens) for _, tokens in windows)
+    float32_log_probs = [_log_probs(reference_task, *window) for window in windows]
+    results["tokens"] = sum(len(log_probs) for log_probs in float32_log_probs)
     for dtype in dtypes:
         task = WhisperSpeechToText.from_preset(model.preset, dtype=dtype)
         per_language: dict[str, list[int]] = {}
@@ -115,7 +117,7 @@ def measure(model_key: str, dtypes: list[str]) -> dict:
             "seconds": seconds,
             "texts": texts,
             "per_file": per_file,
-            "divergence": _divergence(task, windows, reference),
+            "divergence": _divergence(task, windows, float32_log_probs),
         }
         print(f"{model_key} {dtype}: {per_language} in {seconds:.0f} s", file=sys.stderr)
     return results
@@ -185,9 +187,9 @@ def block(model_key: str, results: dict, head: str) -> str:
         "(`benchmarks/wer.py` normalisation). Half precision keeps LayerNorm, softmax and "
         "log-probabilities in float32.",
         f"- Teacher-forced: the first 30-s window of each file, decoded greedily in float32 "
-        f"({results['tokens']} tokens in all, start sequence and end included), read by each "
-        "dtype's model in one pass; KL = mean over those positions of KL(float32 || dtype) of "
-        "the next-token distributions.",
+        f"({results['tokens']} predicted positions in all, up to and including "
+        "`<|endoftext|>`), read by each dtype's model in one pass; KL = mean over those "
+        "positions of KL(float32 || dtype) of the next-token distributions.",
         "",
     ]
     return "\n".join(lines)
