@@ -710,3 +710,14 @@ def test_cli_unknown_preset_is_a_clear_error(capsys):
     assert main(["transcribe", "x.wav", "--preset", "whisper_tiny_enn"]) == 2
     err = capsys.readouterr().err
     assert "whisper_tiny_enn" in err and "whisper_tiny_en" in err
+
+
+def test_cli_unknown_dtype_names_the_three_it_takes(capsys):
+    from keras_whisper.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["transcribe", "x.wav", "--dtype", "bfloat61"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "bfloat61" in err
+    assert all(name in err for name in ("float32", "float16", "bfloat16"))

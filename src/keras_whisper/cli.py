@@ -158,7 +158,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", default=".", help="where transcripts are written")
     run.add_argument("--threads", type=int, default=None, help="CPU threads to use")
     run.add_argument("--backend", default=None, choices=("jax", "torch", "tensorflow"))
-    run.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16")
+    run.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "float16", "bfloat16"),
+        help="model dtype (default float32); half precision: docs/precision.md",
+    )
     run.add_argument(
         "--batch-size",
         type=int,
