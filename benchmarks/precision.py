@@ -96,7 +96,11 @@ def measure(model_key: str, dtypes: list[str]) -> dict:
     float32_log_probs = [_log_probs(reference_task, *window) for window in windows]
     results["tokens"] = sum(len(log_probs) for log_probs in float32_log_probs)
     for dtype in dtypes:
-        task = WhisperSpeechToText.from_preset(model.preset, dtype=dtype)
+        task = (
+            reference_task
+            if dtype == "float32"
+            else WhisperSpeechToText.from_preset(model.preset, dtype=dtype)
+        )
         per_language: dict[str, list[int]] = {}
         start = time.perf_counter()
         texts, per_file = {}, {}
