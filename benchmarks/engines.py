@@ -714,6 +714,8 @@ ENGINES: dict[str, Callable[[ModelSpec], Engine]] = {
 
 # Which engines each section runs, in interleaving order.
 E2E_ENGINES = ("kw-jax", "kw-jax-bf16", "fw-fp32", "fw-int8", "oai", "wcpp-fp16")
+# End-to-end engines that run only when `--engines` names them (the PyTorch backend).
+E2E_ON_REQUEST = ("kw-torch",)
 MODEL_ENGINES = ("kw-jax", "kw-jax-bf16", "kw-torch", "fw-fp32", "fw-int8", "oai", "hf", "kerashub")
 # keras-whisper twice: compiling every stage (a machine's first process) and loading the
 # stages compiled by an earlier process (`keras_whisper.decoding.compilation_cache`).

@@ -36,6 +36,7 @@ from engines import (
     COLDSTART_ENGINES,
     DECODE_CONFIGS,
     E2E_ENGINES,
+    E2E_ON_REQUEST,
     ENGINES,
     MODEL_ENGINES,
     PROMPT_LENGTH,
@@ -208,6 +209,7 @@ def run_e2e(
     from wer import word_error_rate
 
     keys = chosen(E2E_ENGINES, settings)
+    keys += [k for k in E2E_ON_REQUEST if settings.engines and k in settings.engines]
     prepare(model)
     audio_inputs: list[AudioInput] = data.inputs(list(files))
     workers, labels, start_errors = start_workers(keys, model, "load")

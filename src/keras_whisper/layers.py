@@ -33,11 +33,19 @@ MASK_VALUE = -1e9
 
 # Unmasked self-attention (the encoder) through the backend's fused attention
 # kernel (cuDNN flash attention on JAX, PyTorch's SDPA): `None` chooses it on
-# GPUs in half precision, where the materialised `(batch, heads, 1500, 1500)`
-# scores would otherwise dominate the encoder's memory traffic; on CPUs the
-# einsum or blocked paths are faster. `True` / `False` force it on or off
-# (benchmarks, tests).
+# PyTorch, and on JAX on GPUs in half precision, where the materialised
+# `(batch, heads, 1500, 1500)` scores would otherwise dominate the encoder's memory
+# traffic; on JAX's CPU backend the blocked path is faster. PyTorch's CPU SDPA
+# kernel runs tiny.en's float32 encoder in 256-270 ms against 415-490 through
+# einsum and softmax (2-core AVX-512 EPYC; outputs within 9e-6).
+# `True` / `False` force it on or off (benchmarks, tests).
 FUSED_ATTENTION: bool | None = None
+
+# On PyTorch's CPU backend a product of a few rows with the embedding table (the
+# logits of a decoding step) runs as `(table @ rows.T).T`, at least two rows: tiny.en's
+# logits take 3.3 ms at one or two rows and 3-5 at five, against 8.5-9.5 and 11-13
+# for `rows @ table.T` (MKL, 2-core AVX-512 EPYC). Up to this many rows.
+FEW_ROWS = 16
 
 
 # On CPUs (JAX) unmasked self-attention over long sequences (the encoder's 1500
@@ -58,6 +66,15 @@ def jax_on_cpu() -> bool:
     import jax
 
     return jax.default_backend() == "cpu"
+
+
+def torch_on_cpu() -> bool:
+    """Whether layers run on PyTorch's CPU backend."""
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    return not torch.cuda.is_available()
 
 
 def float32_accumulation(dtype) -> bool:
@@ -256,17 +273,13 @@ def use_fused_attention(compute_dtype: str) -> bool:
     """Whether unmasked self-attention runs through `ops.dot_product_attention`."""
     if FUSED_ATTENTION is not None:
         return bool(FUSED_ATTENTION)
-    if compute_dtype not in ("bfloat16", "float16"):
-        return False
     backend = keras.backend.backend()
-    if backend == "jax":
+    if backend == "torch":
+        return True
+    if backend == "jax" and compute_dtype in ("bfloat16", "float16"):
         import jax
 
         return jax.default_backend() == "gpu"
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.is_available()
     return False
 
 
@@ -370,6 +383,22 @@ class PositionEmbedding(keras.layers.Layer):
         return config
 
 
+def _few_rows_on_torch_cpu(x) -> bool:
+    rows = math.prod(x.shape[:-1])
+    return rows <= FEW_ROWS and torch_on_cpu()
+
+
+def _few_rows_against_table(x, table):
+    """`x @ table.T` as `(table @ x.T).T` for a few rows (`FEW_ROWS`), one row doubled."""
+    shape = tuple(x.shape)
+    flat = ops.reshape(x, (-1, shape[-1]))
+    rows = flat.shape[0]
+    if rows == 1:
+        flat = ops.concatenate([flat, flat], axis=0)
+    product = ops.transpose(ops.matmul(table, ops.transpose(flat)))[:rows]
+    return ops.reshape(product, shape[:-1] + (table.shape[0],))
+
+
 @keras.saving.register_keras_serializable(package="keras_whisper")
 class TokenEmbedding(keras.layers.Embedding):
     """A token embedding that doubles as the tied output projection.
@@ -384,6 +413,8 @@ class TokenEmbedding(keras.layers.Embedding):
             inputs = ops.cast(inputs, self.compute_dtype)
             if float32_accumulation(self.compute_dtype):
                 return matmul(inputs, table, "float32", transpose_b=True)
+            if self.compute_dtype == "float32" and _few_rows_on_torch_cpu(inputs):
+                return _few_rows_against_table(inputs, table)
             # Contract with the table as stored: no transposed copy of it.
             return einsum("...d,vd->...v", inputs, table, "float32")
         return super().call(inputs)
