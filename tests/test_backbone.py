@@ -144,6 +144,25 @@ def test_row_reductions_match_numpy(width):
     )
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 64), (1, 64), (5, 64), (3, 1, 64), (17, 64), (2, 9, 64)])
+def test_tied_logits_match_numpy_for_any_number_of_rows(shape):
+    """`TokenEmbedding(..., reverse=True)` is `hidden @ table.T` for one row (doubled on
+    PyTorch's CPU backend), a few (the table on the left there) and more (17, 18)."""
+    from keras_whisper import layers
+
+    rng = np.random.default_rng(sum(shape))
+    table = rng.standard_normal((1000, 64)).astype("float32")
+    hidden = rng.standard_normal(shape).astype("float32")
+    embedding = layers.TokenEmbedding(1000, 64)
+    embedding.build((None,))
+    embedding.embeddings.assign(table)
+    out = embedding(keras.ops.convert_to_tensor(hidden), reverse=True)
+    out = keras.ops.convert_to_numpy(out)
+    assert out.shape == shape[:-1] + (1000,)
+    expected = hidden.astype("float64") @ table.T.astype("float64")
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     "a_shape, b_shape, transpose_b",
     [((1, 384), (384, 1000), False), ((1, 1, 96), (500, 96), True), ((2, 7, 96), (96, 300), False)],
