@@ -384,8 +384,9 @@ class PositionEmbedding(keras.layers.Layer):
 
 
 def _few_rows_on_torch_cpu(x) -> bool:
-    rows = math.prod(x.shape[:-1])
-    return rows <= FEW_ROWS and torch_on_cpu()
+    if not torch_on_cpu() or any(d is None for d in x.shape):
+        return False
+    return math.prod(x.shape[:-1]) <= FEW_ROWS
 
 
 def _few_rows_against_table(x, table):
