@@ -606,19 +606,26 @@ class TransformersEngine(Engine):
 
 
 class KerasHubEngine(Engine):
-    """keras-hub's `WhisperBackbone` (JAX), random weights of the same architecture.
+    """keras-hub's `WhisperBackbone` (JAX or PyTorch), random weights of the same architecture.
 
     keras-hub has no Whisper generation API; the step uses its decoder layers'
     own cache arguments (`self_attention_cache` / `cross_attention_cache`, as
-    its seq2seq models do), jitted like keras-whisper's.
+    its seq2seq models do), jitted like keras-whisper's on JAX, eager under
+    `no_grad` on PyTorch.
     """
 
-    label = "keras-hub (JAX, random weights)"
-    packages = ("keras-hub", "keras", "jax")
-    keras_backend = "jax"
+    def __init__(self, model: ModelSpec, backend: str = "jax"):
+        super().__init__(model)
+        self.keras_backend = backend
+        name = "JAX" if backend == "jax" else "PyTorch"
+        self.label = f"keras-hub ({name}, random weights)"
+        self.packages = ("keras-hub", "keras", "jax" if backend == "jax" else "torch")
 
     def import_modules(self) -> None:
         import keras_hub  # noqa: F401
+
+        if self.keras_backend == "torch":
+            _set_torch_threads()
 
     def setup_model_level(self) -> None:
         import keras
@@ -710,13 +717,24 @@ ENGINES: dict[str, Callable[[ModelSpec], Engine]] = {
     "wcpp-fp16": lambda model: WhisperCppEngine(model, "float16"),
     "hf": TransformersEngine,
     "kerashub": KerasHubEngine,
+    "kerashub-torch": lambda model: KerasHubEngine(model, "torch"),
 }
 
 # Which engines each section runs, in interleaving order.
 E2E_ENGINES = ("kw-jax", "kw-jax-bf16", "fw-fp32", "fw-int8", "oai", "wcpp-fp16")
 # End-to-end engines that run only when `--engines` names them (the PyTorch backend).
 E2E_ON_REQUEST = ("kw-torch",)
-MODEL_ENGINES = ("kw-jax", "kw-jax-bf16", "kw-torch", "fw-fp32", "fw-int8", "oai", "hf", "kerashub")
+MODEL_ENGINES = (
+    "kw-jax",
+    "kw-jax-bf16",
+    "kw-torch",
+    "fw-fp32",
+    "fw-int8",
+    "oai",
+    "hf",
+    "kerashub",
+    "kerashub-torch",
+)
 # keras-whisper twice: compiling every stage (a machine's first process) and loading the
 # stages compiled by an earlier process (`keras_whisper.decoding.compilation_cache`).
 COLDSTART_ENGINES = ("kw-jax-compile", "kw-jax", "fw-fp32", "fw-int8", "oai")
