@@ -390,14 +390,10 @@ def _few_rows_on_torch_cpu(x) -> bool:
 
 
 def _few_rows_against_table(x, table):
-    """`x @ table.T` as `(table @ x.T).T` for a few rows (`FEW_ROWS`), one row doubled."""
-    shape = tuple(x.shape)
-    flat = ops.reshape(x, (-1, shape[-1]))
-    rows = flat.shape[0]
-    if rows == 1:
-        flat = ops.concatenate([flat, flat], axis=0)
-    product = ops.transpose(ops.matmul(table, ops.transpose(flat)))[:rows]
-    return ops.reshape(product, shape[:-1] + (table.shape[0],))
+    """`x @ table.T` for a few rows (`FEW_ROWS`) as `out_major_matmul`, one row doubled."""
+    if math.prod(x.shape[:-1]) > 1:
+        return out_major_matmul(x, table)
+    return out_major_matmul(ops.concatenate([x, x], axis=0), table)[:1]
 
 
 @keras.saving.register_keras_serializable(package="keras_whisper")
