@@ -21,12 +21,25 @@ if os.environ["KERAS_BACKEND"] == "jax":
 REPO = Path(__file__).resolve().parents[1]
 
 
+_RUN_CACHE: list[str] = []
+
+
 def pytest_configure(config):
     # Converted built-in presets go to a per-run cache, not the user's.
     if "KERAS_WHISPER_CACHE" not in os.environ:
         import tempfile
 
-        os.environ["KERAS_WHISPER_CACHE"] = tempfile.mkdtemp(prefix="keras_whisper_cache_")
+        _RUN_CACHE.append(tempfile.mkdtemp(prefix="keras_whisper_cache_"))
+        os.environ["KERAS_WHISPER_CACHE"] = _RUN_CACHE[-1]
+
+
+def pytest_unconfigure(config):
+    # The per-run cache holds converted presets (hundreds of MB): gone with the run.
+    import shutil
+
+    for folder in _RUN_CACHE:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ.pop("KERAS_WHISPER_CACHE", None)
 
 
 def shared_dir() -> Path | None:
