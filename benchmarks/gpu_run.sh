@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One run on the GPU test machine (benchmarks/README.md, "GPU"): ours and the peers in the
 # same run, most important first, each part under its own timeout within a total budget.
-# Needs the git-ignored .whl/ folder (keras, namex, optree, soundfile, soxr, pytest, ...;
+# Needs the git-ignored .whl/ folder built by benchmarks/gpu_prepare.sh (keras, namex, optree, soundfile, soxr, pytest, ...;
 # peers/ with openai-whisper's sources, tiktoken and a numba stand-in; tokenizer.json).
 set -o pipefail
 BUDGET=${BUDGET:-520}
