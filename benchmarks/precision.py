@@ -9,8 +9,9 @@ of whole words when one close decision flips, so each dtype is also compared wit
 a continuous measure: the first 30-s window of every file is decoded once in float32, and
 both models then read that same token sequence (teacher forcing); the table gives the mean
 Kullback-Leibler divergence of their next-token distributions (nats per token) and the
-share of positions whose most likely token is the same. Rewrites the `precision/<model>`
-blocks of BENCHMARKS.md.
+share of positions whose most likely token is the same. A second table gives the word error
+rates of the throughput mode (`transcribe_many`, batch 8, VAD pieces) on the same files.
+Rewrites the `precision/<model>` blocks of BENCHMARKS.md.
 
     python benchmarks/precision.py --models tiny_en,base --dtypes float32,bfloat16,float16
 """
@@ -29,6 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data  # noqa: E402
 import report  # noqa: E402
 from wer import edit_distance, normalize  # noqa: E402
+
+# The throughput mode's batch size in the second table (issue 8's CPU benchmark uses 8 and 16).
+BATCH_SIZE = 8
 
 
 def _files(multilingual: bool) -> list[tuple[str, str]]:
@@ -116,15 +120,68 @@ def measure(model_key: str, dtypes: list[str]) -> dict:
             counts[0] += edits
             counts[1] += len(reference)
         seconds = time.perf_counter() - start
+        batched, batched_texts = _batched(task, files)
         results["dtypes"][dtype] = {
             "counts": per_language,
             "seconds": seconds,
             "texts": texts,
             "per_file": per_file,
             "divergence": _divergence(task, windows, float32_log_probs),
+            "batched": batched,
+            "batched_texts": batched_texts,
         }
-        print(f"{model_key} {dtype}: {per_language} in {seconds:.0f} s", file=sys.stderr)
+        print(
+            f"{model_key} {dtype}: {per_language} in {seconds:.0f} s, batched {batched}",
+            file=sys.stderr,
+        )
     return results
+
+
+def _batched(task, files) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """Word edits and reference words per language, and each file's text, of the
+    throughput mode (`transcribe_many`, batch `BATCH_SIZE`, Silero VAD pieces, no previous
+    text) on the set, one call per language."""
+    counts: dict[str, list[int]] = {}
+    texts: dict[str, str] = {}
+    for language in sorted({lang for _, lang in files}):
+        names = [name for name, lang in files if lang == language]
+        paths = [data.AUDIO_DIR / f"{name}.wav" for name in names]
+        outputs = task.transcribe_many(paths, batch_size=BATCH_SIZE, language=language)
+        for name, (_, result) in zip(names, outputs, strict=True):
+            if isinstance(result, Exception):
+                raise result
+            texts[name] = result.text
+            reference = normalize((data.AUDIO_DIR / f"{name}.txt").read_text()).split()
+            language_counts = counts.setdefault(language, [0, 0])
+            language_counts[0] += edit_distance(reference, normalize(result.text).split())
+            language_counts[1] += len(reference)
+    return counts, texts
+
+
+def _batched_table(results: dict, languages: list[str]) -> list[str]:
+    """The throughput mode's word error rates per dtype, as a second table."""
+    header = ["dtype (batched mode)"]
+    for language in languages:
+        header += [f"WER % ({language})", f"Δ vs float32 ({language}), points"]
+    header.append("identical texts")
+    base = results["dtypes"].get("float32")
+    body = []
+    for dtype, measured in results["dtypes"].items():
+        row = [dtype]
+        for language in languages:
+            edits, words = measured["batched"][language]
+            rate = 100 * edits / words
+            row.append(f"{rate:.2f}")
+            if base:
+                base_edits, base_words = base["batched"][language]
+                row.append(f"{rate - 100 * base_edits / base_words:+.2f}")
+            else:
+                row.append("")
+        texts = measured["batched_texts"]
+        same = sum(1 for name in texts if base and texts[name] == base["batched_texts"][name])
+        row.append(f"{same} / {len(texts)}")
+        body.append(row)
+    return [report.table(header, body)]
 
 
 def block(model_key: str, results: dict, head: str) -> str:
@@ -170,6 +227,7 @@ def block(model_key: str, results: dict, head: str) -> str:
         ]
         body.append(row)
     lines += [report.table(header, body), ""]
+    lines += _batched_table(results, languages) + [""]
     for dtype in dtypes:
         measured = results["dtypes"][dtype]
         changed = [
@@ -190,6 +248,10 @@ def block(model_key: str, results: dict, head: str) -> str:
         "the language given. WER = word edits summed over the files / reference words "
         "(`benchmarks/wer.py` normalisation). Half precision keeps LayerNorm, softmax and "
         "log-probabilities in float32.",
+        f"- Batched mode (second table): `transcribe_many` over the same files, batch "
+        f"{BATCH_SIZE}, Silero VAD pieces of at most 30 s (default options), greedy, "
+        "no previous text, temperature 0 (this mode has no fallback): the throughput mode, "
+        "whose pieces are decoded without the text before them.",
         f"- Teacher-forced: the first 30-s window of each file, decoded greedily in float32 "
         f"({results['tokens']} predicted positions in all, up to and including "
         "`<|endoftext|>`), read by each dtype's model in one pass; KL = mean over those "
