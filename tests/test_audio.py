@@ -730,3 +730,22 @@ def test_stream_an_hour_in_bounded_memory(tmp_path):
         tracemalloc.stop()
     assert abs(total - 3600 * 16000) <= 1
     assert peak < 16 * 2**20
+
+
+def test_a_wav_cut_short_is_an_error_not_a_shorter_recording(tmp_path):
+    # libsndfile reads a truncated WAV without a word; the header still says how long the
+    # recording was (an unfinished download or copy).
+    whole = (DATA / "en_jfk.wav").read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole[: len(whole) // 2])
+    for source in (cut, cut.read_bytes()):
+        with pytest.raises(AudioError, match=r"cut short: its header announces 11\.00 s"):
+            load_audio(source)
+        with pytest.raises(AudioError, match="cut short"):
+            next(stream_audio(source))
+    # Writers that stream leave the size unknown (0xFFFFFFFF): read what is there.
+    unknown = bytearray(whole[: len(whole) // 2])
+    data_at = unknown.index(b"data") + 4
+    unknown[data_at : data_at + 4] = b"\xff\xff\xff\xff"
+    assert 5.4 < load_audio(bytes(unknown)).shape[0] / 16000 < 5.6
+    assert load_audio(DATA / "en_jfk.wav").shape[0] == 176000

@@ -11,11 +11,13 @@ from __future__ import annotations
 import importlib
 import json
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
+import soundfile
 from conftest import (
     DATA,
     SMALL_CONFIG,
@@ -641,9 +643,12 @@ def test_cli_hands_openai_whispers_decoding_flags_to_transcribe(tmp_path, monkey
     from keras_whisper.speech_to_text import WhisperSpeechToText
     from keras_whisper.transcription import TranscriptionInfo
 
-    seen = {}
+    seen, checked = {}, {}
 
     class Recorder:
+        def check_transcribe_options(self, **kwargs):
+            checked.update(kwargs)
+
         def transcribe_segments(self, audio, **kwargs):
             seen.update(kwargs)
             return iter([]), TranscriptionInfo("en", None, 1.0)
@@ -676,6 +681,7 @@ def test_cli_hands_openai_whispers_decoding_flags_to_transcribe(tmp_path, monkey
         "multilingual": True,
     }
     assert {k: seen[k] for k in expected} == expected
+    assert checked == seen  # the options were checked once, before the first input
     # openai-whisper's defaults when no flag is given.
     seen.clear()
     assert cli.main(["transcribe", "talk.wav", "--output-dir", str(tmp_path), "--quiet"]) == 0
@@ -721,3 +727,80 @@ def test_cli_unknown_dtype_names_the_three_it_takes(capsys):
     err = capsys.readouterr().err
     assert "bfloat61" in err
     assert all(name in err for name in ("float32", "float16", "bfloat16"))
+
+
+def test_cli_never_writes_over_its_inputs_or_one_input_over_another(tmp_path, capsys, monkeypatch):
+    from keras_whisper import cli
+    from keras_whisper.speech_to_text import WhisperSpeechToText
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the preset should not be loaded")
+
+    monkeypatch.setattr(WhisperSpeechToText, "from_preset", no_loading)
+    monkeypatch.chdir(tmp_path)
+    audio = audio_file("en_jfk.wav").read_bytes()
+    Path("clip.json").write_bytes(audio)  # audio named like a transcript
+    assert cli.main(["transcribe", "clip.json"]) == 2
+    assert "would overwrite the input clip.json" in capsys.readouterr().err
+    assert Path("clip.json").read_bytes() == audio
+    Path("a").mkdir(), Path("b").mkdir()
+    Path("a/talk.wav").write_bytes(audio), Path("b/talk.wav").write_bytes(audio)
+    assert cli.main(["transcribe", "a/talk.wav", "b/talk.wav", "--output-format", "txt"]) == 2
+    assert "a/talk.wav and b/talk.wav would both write talk.txt" in capsys.readouterr().err
+    assert cli.main(["transcribe", "a/talk.wav", "--output-dir", "clip.json"]) == 2
+    assert "--output-dir clip.json is a file, not a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "clip.json"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--beam-size", "0"], "`beam_size` must be a positive integer"),
+        (["--temperature", "-1"], "`temperature` must be a finite number >= 0; got -1.0."),
+        (["--best-of", "0"], "`best_of` must be a positive integer"),
+        (["--repetition-penalty", "0"], "`repetition_penalty` must be a finite number > 0"),
+        (["--suppress-tokens=99999999"], "below the vocabulary size 51864"),
+        (["--beam-size", "-3", "--batch-size", "2"], "`beam_size` must be a positive integer"),
+        (["--language", "xx", "--batch-size", "2"], "English-only"),
+        (["--threads", "0"], "--threads must be at least 1"),
+    ],
+)
+def test_cli_bad_options_are_one_clear_error_before_any_input(
+    tiny, flags, message, tmp_path, capsys, monkeypatch
+):
+    from keras_whisper import cli
+    from keras_whisper.speech_to_text import WhisperSpeechToText
+
+    monkeypatch.setattr(WhisperSpeechToText, "from_preset", lambda *a, **k: tiny)
+    # The second input is digital silence: no window of it is decoded, and before these
+    # checks its options were never looked at (it was transcribed, exit 1 for the first).
+    silence = tmp_path / "silence.wav"
+    soundfile.write(silence, np.zeros(16000 * 3, "float32"), 16000)
+    args = ["transcribe", str(silence), str(audio_file("en_jfk.wav")), *flags]
+    out = tmp_path / "out"
+    assert cli.main([*args, "--output-dir", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("keras-whisper:") == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.slow
+def test_options_are_checked_before_any_window_needs_them(tiny, tmp_path):
+    silence = np.zeros(16000 * 3, "float32")  # skipped as digital silence: nothing decoded
+    for options, message in [
+        ({"temperature": -1}, "`temperature` must be a finite number >= 0"),
+        ({"temperature": (0.0, -0.5)}, "`temperature` must be a finite number >= 0"),
+        ({"suppress_tokens": [99999999]}, "below the vocabulary size"),
+        ({"beam_size": 5, "best_of": 0}, "`best_of` must be a positive integer"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            tiny.transcribe(silence, **options)
+        with pytest.raises(ValueError, match=message):
+            tiny.check_transcribe_options(**options)
+    tiny.check_transcribe_options(beam_size=5, temperature=(0.0, 0.5), best_of=3)
+    # The batched mode checks them when called, before the first result is asked for.
+    with pytest.raises(ValueError, match="`beam_size` must be a positive integer"):
+        tiny.transcribe_many([silence], beam_size=0)
+    with pytest.raises(TypeError, match="takes an iterable of inputs"):
+        tiny.transcribe_many(str(audio_file("en_jfk.wav")))

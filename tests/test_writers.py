@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from keras_whisper.writers import format_timestamp, write_result
+from keras_whisper.writers import format_timestamp, write_result, write_results
 
 RESULT = {
     "text": "Hello there. General --> Kenobi",
@@ -58,6 +58,23 @@ def test_json_and_no_partial_file_on_failure(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
     with pytest.raises(ValueError, match="Unknown output format"):
         write_result(RESULT, tmp_path / "x.doc", "doc")
+
+
+def test_several_formats_are_written_all_or_nothing(tmp_path):
+    (tmp_path / "talk.txt").write_text("the user's own notes")
+    (tmp_path / "talk.srt").mkdir()  # a folder where one transcript would go
+    outputs = {tmp_path / f"talk.{fmt}": fmt for fmt in ("txt", "srt", "json")}
+    with pytest.raises(IsADirectoryError, match="talk.srt is a folder"):
+        write_results(RESULT, outputs)
+    assert (tmp_path / "talk.txt").read_text() == "the user's own notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.srt", "talk.txt"]
+    # A writer failing half-way (here on a result it cannot read) leaves no file either.
+    (tmp_path / "talk.srt").rmdir()
+    with pytest.raises(TypeError):
+        write_results(object(), outputs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.txt"]
+    assert write_results(RESULT, outputs) == list(outputs)
+    assert json.loads((tmp_path / "talk.json").read_text()) == RESULT
 
 
 # ---------------------------------------------------------------------------------------------

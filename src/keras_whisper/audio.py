@@ -252,11 +252,62 @@ def _open_soundfile(source: _Source) -> soundfile.SoundFile | None:
     """Opens a source with soundfile, or returns None when libsndfile does not know the format."""
     start = source.value.tell() if source.kind == "file" else None
     try:
-        return soundfile.SoundFile(_soundfile_handle(source))
+        handle = soundfile.SoundFile(_soundfile_handle(source))
     except (soundfile.SoundFileError, RuntimeError, TypeError, ValueError):
         if start is not None:
             source.value.seek(start)
         return None
+    if handle.format == "WAV" and source.kind in ("path", "bytes"):
+        try:
+            _check_wav_complete(source)
+        except AudioError:
+            handle.close()
+            raise
+    return handle
+
+
+# A WAV header's data size when the writer did not know it (streamed or unfinished files).
+_UNKNOWN_WAV_SIZES = (0, 0xFFFFFFFF)
+
+
+def _check_wav_complete(source: _Source) -> None:
+    """`AudioError` if a RIFF/WAVE file holds less audio than its header announces.
+
+    libsndfile reads what is there without a word, so a download or copy cut short would
+    be transcribed as if it were the whole recording.
+    """
+    if source.kind == "path":
+        with open(source.value, "rb") as f:
+            head = f.read(1 << 16)
+            size = os.fstat(f.fileno()).st_size
+    else:
+        head, size = source.value[: 1 << 16], len(source.value)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    offset, block_align, rate = 12, 0, 0
+    while offset + 8 <= len(head):
+        chunk, length = (
+            head[offset : offset + 4],
+            int.from_bytes(head[offset + 4 : offset + 8], "little"),
+        )
+        if chunk == b"fmt " and offset + 24 <= len(head):
+            rate = int.from_bytes(head[offset + 12 : offset + 16], "little")
+            block_align = int.from_bytes(head[offset + 20 : offset + 22], "little")
+        if chunk == b"data":
+            if length in _UNKNOWN_WAV_SIZES or not block_align or not rate:
+                return
+            present = size - (offset + 8)
+            if present < length:
+                announced = length / block_align / rate
+                held = max(present, 0) / block_align / rate
+                raise AudioError(
+                    f"{source.name} is cut short: its header announces {announced:.2f} s of "
+                    f"audio and the file holds {held:.2f} s (an unfinished download or copy?). "
+                    "Get the whole file again, or rewrite what is there as a new file (e.g. "
+                    "`ffmpeg -i cut.wav whole.wav`) to transcribe it."
+                )
+            return
+        offset += 8 + length + (length & 1)
 
 
 def _read_error(source: _Source, error: Exception) -> AudioError:

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import inspect
 import itertools
+import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -252,7 +254,7 @@ SEQUENTIAL_ONLY = frozenset(
 )
 
 
-def transcribe_many(
+def _transcribe_many(
     backbone,
     tokenizer,
     inputs: Iterable[Any],
@@ -379,6 +381,7 @@ def transcribe_many(
     # The default detector is built (and compiled) once per process, not once per call.
     detector = vad if vad is not None else vad_module.default_vad()
     batch_seeds = seed_stream(seed)
+    yield _READY  # `transcribe_many` has run the checks above, before any input is read
 
     files: dict[int, _File] = {}  # the files not yet reported, by input position
     queue: collections.deque[_Piece] = collections.deque()
@@ -794,6 +797,26 @@ def _file_result(
         segments=segments,
         duration=entry.duration,
     )
+
+
+_READY = object()
+
+
+def transcribe_many(backbone, tokenizer, inputs, **kwargs: Any):
+    if isinstance(inputs, (str, bytes, bytearray, os.PathLike, np.ndarray)):
+        raise TypeError(
+            "transcribe_many takes an iterable of inputs (paths, bytes, file objects or "
+            f"arrays), one per recording; got one {type(inputs).__name__}: pass "
+            "[input], or use transcribe() for a single recording."
+        )
+    run = _transcribe_many(backbone, tokenizer, inputs, **kwargs)
+    next(run)  # the options are checked now, not when the first result is asked for
+    return run
+
+
+# One function to read and to introspect (its options are checked against this signature).
+transcribe_many.__doc__ = _transcribe_many.__doc__
+transcribe_many.__signature__ = inspect.signature(_transcribe_many)
 
 
 def transcribe_batched(backbone, tokenizer, audio, **kwargs: Any) -> TranscriptionResult:

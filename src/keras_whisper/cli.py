@@ -23,9 +23,12 @@ of all inputs into pieces of at most 30 s, decoded N at a time (`pip install
 
 Backend and thread count are applied before Keras is imported. Each input's
 transcript is written next to the others in `--output-dir`, named after the
-input (`talk.mp3` -> `talk.txt`, `talk.srt`, ...). An input that fails is
-reported and skipped; the exit status is non-zero if any failed, and no
-partial output file is left for it.
+input (`talk.mp3` -> `talk.txt`, `talk.srt`, ...); a transcript of an earlier run
+with the same name is replaced. Before anything is loaded, the run is refused (exit
+status 2) if a transcript would replace one of the inputs or two inputs would write
+the same file, if `--output-dir` cannot be made, or if an option is bad. An input
+that fails is reported and skipped; the exit status is then 1, and none of its
+output files is written.
 """
 
 from __future__ import annotations
@@ -242,6 +245,52 @@ def convert_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given(value) -> bool:
+    """Whether an option was given: not its default `None`, nor an unset flag (`False`).
+    A given 0 stays, to be checked like any other value."""
+    return value is not None and value is not False
+
+
+def _output_paths(inputs: list[str], output_dir: Path, formats) -> dict[str, dict[Path, str]]:
+    """Each input's `{output file: format}`; `ValueError` if an output would replace an
+    input or two inputs would write the same file (same name in different folders)."""
+    inputs_resolved = {Path(path).resolve(): path for path in inputs}
+    owners: dict[Path, str] = {}
+    outputs = {}
+    for path in inputs:
+        files = {output_dir / f"{Path(path).stem}.{fmt}": fmt for fmt in formats}
+        for file in files:
+            resolved = file.resolve()
+            if resolved in inputs_resolved:
+                raise ValueError(
+                    f"the transcript {file} would overwrite the input "
+                    f"{inputs_resolved[resolved]}: choose another --output-dir or "
+                    "--output-format."
+                )
+            if resolved in owners and owners[resolved] != path:
+                raise ValueError(
+                    f"{owners[resolved]} and {path} would both write {file}: transcribe "
+                    "them into different --output-dir folders."
+                )
+            owners[resolved] = path
+        outputs[path] = files
+    return outputs
+
+
+def _prepare_output_dir(output_dir: Path) -> None:
+    """Make `output_dir` before any work, or say why it cannot be used."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output-dir {output_dir} is a file, not a folder.")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"--output-dir {output_dir} cannot be made: {error.strerror or error}."
+        ) from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise ValueError(f"--output-dir {output_dir} is not writable.")
+
+
 def _optional_float(value: str) -> float | None:
     """A number, or `None` for 'none' (a threshold turned off)."""
     return None if value.strip().lower() == "none" else float(value)
@@ -253,9 +302,9 @@ def _configure_runtime(backend: str | None, threads: int | None) -> None:
         if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != backend:
             raise SystemExit("--backend must be chosen before Keras is imported.")
         os.environ["KERAS_BACKEND"] = backend
-    if threads:
+    if threads is not None:
         if threads < 1:
-            raise SystemExit("--threads must be at least 1.")
+            raise ValueError("--threads must be at least 1.")
         for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[variable] = str(threads)
         if hasattr(os, "sched_setaffinity"):
@@ -273,6 +322,24 @@ def _temperatures(start: float, increment: float) -> tuple[float, ...]:
     return tuple(values) or (start,)
 
 
+def _sequential_options(args, temperatures) -> dict:
+    """The sequential mode's options from the command line (beside the decoding ones)."""
+    return {
+        "language": args.language,
+        "task": args.task,
+        "temperature": temperatures,
+        "initial_prompt": args.initial_prompt,
+        "carry_initial_prompt": args.carry_initial_prompt,
+        "condition_on_previous_text": args.condition_on_previous_text,
+        "vad_filter": args.vad_filter,
+        "seed": args.seed,
+        "word_timestamps": args.word_timestamps,
+        "hallucination_silence_threshold": args.hallucination_silence_threshold,
+        "compression_ratio_threshold": args.compression_ratio_threshold,
+        "clip_timestamps": args.clip_timestamps,
+    }
+
+
 def _sequential(model, path, args, temperatures, decode_options):
     """One input through the seek loop, with a progress bar over its audio time; the
     result, or the exception it raised."""
@@ -282,20 +349,7 @@ def _sequential(model, path, args, temperatures, decode_options):
 
     try:
         segments, info = model.transcribe_segments(
-            path,
-            language=args.language,
-            task=args.task,
-            temperature=temperatures,
-            initial_prompt=args.initial_prompt,
-            carry_initial_prompt=args.carry_initial_prompt,
-            condition_on_previous_text=args.condition_on_previous_text,
-            vad_filter=args.vad_filter,
-            seed=args.seed,
-            word_timestamps=args.word_timestamps,
-            hallucination_silence_threshold=args.hallucination_silence_threshold,
-            compression_ratio_threshold=args.compression_ratio_threshold,
-            clip_timestamps=args.clip_timestamps,
-            **decode_options,
+            path, **_sequential_options(args, temperatures), **decode_options
         )
         bar = tqdm(
             total=round(info.duration, 2),
@@ -335,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_line_count": args.max_line_count,
         "max_words_per_line": args.max_words_per_line,
     }
-    subtitle_layout = {k: v for k, v in subtitle_layout.items() if v not in (None, False)}
+    subtitle_layout = {k: v for k, v in subtitle_layout.items() if _given(v)}
     if subtitle_layout and not args.word_timestamps:
         flags = ", ".join("--" + k.replace("_", "-") for k in subtitle_layout)
         print(f"keras-whisper: {flags} lay out words: add --word-timestamps.", file=sys.stderr)
@@ -347,20 +401,33 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    _configure_runtime(args.backend, args.threads)
-    if args.threads and (args.backend or os.environ.get("KERAS_BACKEND")) == "torch":
+    try:
+        _configure_runtime(args.backend, args.threads)
+    except ValueError as error:
+        print(f"keras-whisper: {error}", file=sys.stderr)
+        return 2
+    if args.threads is not None and (args.backend or os.environ.get("KERAS_BACKEND")) == "torch":
         import torch
 
         torch.set_num_threads(args.threads)
 
     from keras_whisper.speech_to_text import WhisperSpeechToText
     from keras_whisper.transcription import parse_clip_timestamps
-    from keras_whisper.writers import write_result
+    from keras_whisper.writers import write_results
 
     try:
         parse_clip_timestamps(args.clip_timestamps)
     except ValueError as error:
         print(f"keras-whisper: --clip-timestamps: {error}", file=sys.stderr)
+        return 2
+    formats = OUTPUT_FORMATS if args.output_format == "all" else (args.output_format,)
+    output_dir = Path(args.output_dir)
+    # Before any model is loaded or audio decoded: where the transcripts go.
+    try:
+        outputs = _output_paths(args.audio, output_dir, formats)
+        _prepare_output_dir(output_dir)
+    except ValueError as error:
+        print(f"keras-whisper: {error}", file=sys.stderr)
         return 2
 
     overrides = {"dtype": args.dtype} if args.dtype else {}
@@ -369,8 +436,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a clear message, not a traceback, for a bad preset
         print(f"keras-whisper: cannot load preset {args.preset!r}: {error}", file=sys.stderr)
         return 2
-    formats = OUTPUT_FORMATS if args.output_format == "all" else (args.output_format,)
-    output_dir = Path(args.output_dir)
     decode_options = {
         "beam_size": args.beam_size,
         "best_of": args.best_of,
@@ -383,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     failures = 0
     temperatures = _temperatures(args.temperature, args.temperature_increment)
-    decode_options = {k: v for k, v in decode_options.items() if v not in (None, False)}
+    decode_options = {k: v for k, v in decode_options.items() if _given(v)}
     # Options both modes take (not all of them decoding options).
     decode_options |= {
         "multilingual": args.multilingual,
@@ -401,19 +466,30 @@ def main(argv: list[str] | None = None) -> int:
             print("keras-whisper: --batch-size must be at least 1.", file=sys.stderr)
             return 2
         decode_options.pop("best_of", None)  # no temperature fallback in the batched mode
-        outcomes = model.transcribe_many(
-            args.audio,
-            batch_size=args.batch_size,
-            language=args.language,
-            task=args.task,
-            temperature=temperatures[0],
-            initial_prompt=args.initial_prompt,
-            progress=None,
-            seed=args.seed,
-            word_timestamps=args.word_timestamps,
-            **decode_options,
-        )
+        try:  # the options are checked here, before any input is read
+            outcomes = model.transcribe_many(
+                args.audio,
+                batch_size=args.batch_size,
+                language=args.language,
+                task=args.task,
+                temperature=temperatures[0],
+                initial_prompt=args.initial_prompt,
+                progress=None,
+                seed=args.seed,
+                word_timestamps=args.word_timestamps,
+                **decode_options,
+            )
+        except (ValueError, ImportError) as error:  # bad options, or no VAD installed
+            print(f"keras-whisper: {error}", file=sys.stderr)
+            return 2
     else:
+        try:  # the options once, before the first input, rather than once per input
+            model.check_transcribe_options(
+                **_sequential_options(args, temperatures), **decode_options
+            )
+        except ValueError as error:
+            print(f"keras-whisper: {error}", file=sys.stderr)
+            return 2
         outcomes = (
             (path, _sequential(model, path, args, temperatures, decode_options))
             for path in args.audio
@@ -425,10 +501,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if isinstance(result, Exception):
                     raise result
-                stem = Path(path).stem
-                for fmt in formats:
-                    layout = subtitle_layout if fmt in ("srt", "vtt") else {}
-                    write_result(result, output_dir / f"{stem}.{fmt}", fmt, **layout)
+                write_results(result, outputs[path], **subtitle_layout)
                 if args.batch_size is not None and not args.quiet:
                     print(f"{path}: {result.text}")
             except Exception as error:

@@ -13,7 +13,12 @@ from keras_whisper.backbone import WhisperBackbone
 from keras_whisper.batched import transcribe_batched, transcribe_many, window_features
 from keras_whisper.decoding import DecodingOptions, DecodingResult, generate
 from keras_whisper.tokenizer import WhisperTokenizer
-from keras_whisper.transcription import TranscriptionResult, transcribe, transcribe_segments
+from keras_whisper.transcription import (
+    TranscriptionResult,
+    check_transcribe_options,
+    transcribe,
+    transcribe_segments,
+)
 
 
 class WhisperSpeechToText(keras.Model):
@@ -190,3 +195,15 @@ class WhisperSpeechToText(keras.Model):
         """Like `transcribe`, but returns `(segment generator, info)` to stream."""
         kwargs.setdefault("alignment_heads", self.alignment_heads)
         return transcribe_segments(self.backbone, self._require_tokenizer(), audio, **kwargs)
+
+    def check_transcribe_options(self, **kwargs: Any) -> None:
+        """Raise the `ValueError` that `transcribe_segments(audio, **kwargs)` would raise
+        for its options, without any audio: to refuse bad options once before many files.
+
+        Examples:
+        ```python
+        model.check_transcribe_options(beam_size=5, language="de")  # passes or raises
+        ```
+        """
+        kwargs.setdefault("alignment_heads", self.alignment_heads)
+        check_transcribe_options(self.backbone, self._require_tokenizer(), **kwargs)

@@ -47,6 +47,7 @@ from keras_whisper.decoding import (
     DecodingResult,
     detect_language,
     encode,
+    filters,
     generate,
 )
 
@@ -313,6 +314,18 @@ def split_segments(
     return [(time_offset, time_offset + end, [int(t) for t in tokens])], window_frames
 
 
+def window_options(
+    options: DecodingOptions, temperature: float, best_of: int | None
+) -> DecodingOptions:
+    """`options` at one temperature of the fallback: as given at 0 (greedy or beam
+    search); above 0 without `beam_size` and `patience`, with `best_of` samples."""
+    if temperature > 0:
+        return dataclasses.replace(
+            options, temperature=temperature, beam_size=None, patience=None, best_of=best_of
+        )
+    return dataclasses.replace(options, temperature=temperature, best_of=None)
+
+
 def decode_with_fallback(
     backbone,
     tokenizer,
@@ -335,16 +348,11 @@ def decode_with_fallback(
     """
     result = None
     for step, temperature in enumerate(temperatures):
-        changes: dict[str, Any] = {"temperature": temperature}
-        if temperature > 0:
-            changes.update(beam_size=None, patience=None, best_of=best_of)
-        else:
-            changes.update(best_of=None)
         result = generate(
             backbone,
             tokenizer,
             features,
-            dataclasses.replace(options, **changes),
+            window_options(options, temperature, best_of),
             seed=None if seed is None else seed + step,
         )[0]
         needs_fallback = False
@@ -365,6 +373,26 @@ def decode_with_fallback(
         if not needs_fallback:
             break
     return result
+
+
+# `transcribe_segments`'s audio when `check_transcribe_options` only checks the options.
+_CHECK_ONLY = object()
+
+
+def check_transcribe_options(backbone, tokenizer, **options: Any) -> None:
+    """Check `transcribe_segments` options without any audio.
+
+    Raises the `ValueError` a `transcribe_segments` call with these options would raise
+    before reading its audio (unknown names, bad values, every fallback temperature's
+    decoding options, a language the model lacks), so a caller with many inputs can
+    refuse bad options once, up front.
+
+    Args:
+        backbone: a `WhisperBackbone`.
+        tokenizer: its `WhisperTokenizer`.
+        **options: `transcribe_segments`'s keyword arguments.
+    """
+    transcribe_segments(backbone, tokenizer, _CHECK_ONLY, **options)
 
 
 def transcribe_segments(
@@ -510,8 +538,11 @@ def transcribe_segments(
     best_of = decode_options.pop("best_of", None)
     options = DecodingOptions(task=task, language=language, **decode_options)
     temperatures = _temperatures(temperature)
-    if best_of is not None and any(t > 0 for t in temperatures):
-        dataclasses.replace(options, temperature=1.0, beam_size=None, best_of=best_of)  # checks
+    for value in temperatures:  # every window's options, so no bad one waits for a hard window
+        window_options(options, value, best_of)
+    filters.suppressed_token_ids(tokenizer, options.suppress_tokens)  # ids within the vocabulary
+    if audio is _CHECK_ONLY:
+        return iter(()), None
 
     waveform = load_audio(audio)
     duration = waveform.shape[0] / SAMPLE_RATE

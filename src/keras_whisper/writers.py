@@ -221,18 +221,46 @@ def write_result(
     Returns:
         The path written.
     """
-    if output_format not in WRITERS:
-        raise ValueError(f"Unknown output format {output_format!r}; choose from {FORMATS}.")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    return write_results(result, {path: output_format}, **subtitle_layout)[0]
+
+
+def write_results(
+    result: Any, outputs: dict[str | os.PathLike, str], **subtitle_layout: Any
+) -> list[Path]:
+    """Write `result` in several formats, all or nothing.
+
+    Every file is first written in full under a temporary name beside its target, and
+    only then are they all moved into place: if one format fails (a bad option, a full
+    disk, a folder in the way), none of the targets is touched.
+
+    Args:
+        result: a transcription result.
+        outputs: `{path: output_format}`, each format one of `FORMATS`.
+        **subtitle_layout: for srt and vtt, `subtitle_cues`'s options.
+
+    Returns:
+        The paths written, in the order given.
+    """
+    targets = [(Path(path), output_format) for path, output_format in outputs.items()]
+    for path, output_format in targets:
+        if output_format not in WRITERS:
+            raise ValueError(f"Unknown output format {output_format!r}; choose from {FORMATS}.")
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder: its transcript cannot be written there.")
+    written: list[tuple[str, Path]] = []
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            WRITERS[output_format](result, out, **subtitle_layout)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        for path, output_format in targets:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            written.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+                WRITERS[output_format](result, out, **subtitle_layout)
+            os.chmod(tmp, 0o644)
+        for tmp, path in written:
+            os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+        for tmp, _ in written:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
         raise
-    return path
+    return [path for path, _ in targets]

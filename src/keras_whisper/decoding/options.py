@@ -130,9 +130,14 @@ class DecodingOptions:
             or not math.isfinite(temperature)
             or temperature < 0
         ):
+            hint = (
+                ""
+                if isinstance(temperature, numbers.Real)
+                else " For OpenAI's fallback over several temperatures, decode once per "
+                "temperature (`transcribe` takes a list)."
+            )
             raise ValueError(
-                f"`temperature` must be a finite number >= 0; got {temperature!r}. "
-                "For OpenAI's fallback over several temperatures, decode once per temperature."
+                f"`temperature` must be a finite number >= 0; got {temperature!r}.{hint}"
             )
         _check_positive_int(self.sample_len, "sample_len")
         _check_positive_int(self.best_of, "best_of")
