@@ -1022,3 +1022,58 @@ def test_keras_hub_backbone_preset_matches_its_weights(tmp_path):
     assert set(expected) == set(loaded)
     for name, value in expected.items():
         np.testing.assert_array_equal(loaded[name], value, err_msg=name)
+
+
+_KERAS_HUB_SETTINGS_SCRIPT = """
+import sys
+import numpy as np
+import keras_hub
+
+config = dict(
+    vocabulary_size=20, num_layers=2, num_heads=2, hidden_dim=8, intermediate_dim=12,
+    num_mels=4, max_encoder_sequence_length=12, max_decoder_sequence_length=5, dropout=0.1,
+)
+saved = keras_hub.models.WhisperBackbone(**config, dtype="bfloat16")
+rng = np.random.default_rng(0)
+saved.set_weights([rng.standard_normal(w.shape).astype("float32") for w in saved.weights])
+saved.save_to_preset(sys.argv[1])
+# The reference: the same (bfloat16-rounded) weights in a float32 keras-hub backbone.
+exact = keras_hub.models.WhisperBackbone(**config)
+exact.set_weights([np.asarray(w.numpy()).astype("float32") for w in saved.weights])
+inputs = {
+    "encoder_features": rng.standard_normal((1, 12, 4)).astype("float32"),
+    "decoder_token_ids": np.array([[1, 2, 3, 4, 5]], "int32"),
+    "decoder_padding_mask": np.ones((1, 5), "int32"),
+}
+outputs = exact(inputs)
+np.savez(sys.argv[2], **inputs, **{k: np.asarray(v) for k, v in outputs.items()})
+"""
+
+
+@pytest.mark.slow
+def test_keras_hub_preset_keeps_its_mlp_width_dropout_and_bfloat16_weights(tmp_path):
+    # keras-hub's WhisperBackbone takes any intermediate_dim and a dropout, and a bfloat16
+    # model saves its variables as opaque 2-byte HDF5 values: all three load as saved.
+    if importlib.util.find_spec("keras_hub") is None:
+        pytest.skip(
+            "keras_hub is not importable (`pip install --no-deps keras-hub regex` suffices)"
+        )
+    import keras
+
+    from keras_whisper import WhisperBackbone
+
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    preset, reference = tmp_path / "preset", tmp_path / "reference.npz"
+    command = [sys.executable, "-c", _KERAS_HUB_SETTINGS_SCRIPT, str(preset), str(reference)]
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
+    backbone = WhisperBackbone.from_preset(str(preset), dtype="float32")
+    config = backbone.get_config()
+    assert config["intermediate_dim"] == 12 and config["dropout"] == 0.1
+    assert config["max_encoder_sequence_length"] == 12
+    with np.load(reference) as saved:
+        inputs = {k: saved[k] for k in ("encoder_features", "decoder_token_ids")}
+        outputs = backbone({**inputs, "decoder_padding_mask": saved["decoder_padding_mask"]})
+        for key in ("encoder_sequence_output", "decoder_sequence_output"):
+            np.testing.assert_allclose(
+                keras.ops.convert_to_numpy(outputs[key]), saved[key], atol=1e-4, err_msg=key
+            )

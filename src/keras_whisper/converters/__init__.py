@@ -172,7 +172,12 @@ def load_backbone(cls, path, fmt: str, load_weights: bool = True, **kwargs):
         config = {**backbone_config(_dimensions_only(path, fmt)), **kwargs}
         return WhisperBackbone(**config)
     dims, state_dict, _ = read_checkpoint(path, fmt)
-    config = {**backbone_config(dims, state_dict), **kwargs}
+    config = backbone_config(dims, state_dict)
+    if fmt == "keras_hub":
+        from keras_whisper.converters.keras_hub import keras_hub_settings
+
+        config |= keras_hub_settings(path)
+    config |= kwargs
     if not load_weights:
         return WhisperBackbone(**config)
     return build_with_weights(

@@ -141,7 +141,10 @@ def _attention_shapes(prefix: str, n: int) -> dict[str, tuple[int, ...]]:
     }
 
 
-def _block_shapes(prefix: str, n: int, cross_attention: bool) -> dict[str, tuple[int, ...]]:
+def _block_shapes(
+    prefix: str, n: int, cross_attention: bool, intermediate: int | None = None
+) -> dict[str, tuple[int, ...]]:
+    m = intermediate or 4 * n
     shapes = _attention_shapes(f"{prefix}.attn", n)
     shapes.update({f"{prefix}.attn_ln.weight": (n,), f"{prefix}.attn_ln.bias": (n,)})
     if cross_attention:
@@ -151,9 +154,9 @@ def _block_shapes(prefix: str, n: int, cross_attention: bool) -> dict[str, tuple
         )
     shapes.update(
         {
-            f"{prefix}.mlp.0.weight": (4 * n, n),
-            f"{prefix}.mlp.0.bias": (4 * n,),
-            f"{prefix}.mlp.2.weight": (n, 4 * n),
+            f"{prefix}.mlp.0.weight": (m, n),
+            f"{prefix}.mlp.0.bias": (m,),
+            f"{prefix}.mlp.2.weight": (n, m),
             f"{prefix}.mlp.2.bias": (n,),
             f"{prefix}.mlp_ln.weight": (n,),
             f"{prefix}.mlp_ln.bias": (n,),
@@ -162,15 +165,19 @@ def _block_shapes(prefix: str, n: int, cross_attention: bool) -> dict[str, tuple
     return shapes
 
 
-def expected_shapes(dims: ModelDimensions) -> dict[str, tuple[int, ...]]:
+def expected_shapes(
+    dims: ModelDimensions, intermediate: int | None = None
+) -> dict[str, tuple[int, ...]]:
     """Returns the name and shape of every tensor of an OpenAI Whisper state dict.
 
     The order is the order of OpenAI's `model.state_dict()`, and includes the
     encoder's sinusoidal `encoder.positional_embedding` buffer. OpenAI's MLPs
-    are always 4x the hidden size and the key projections have no bias.
+    are 4x the hidden size and the key projections have no bias.
 
     Args:
         dims: The model's `ModelDimensions`.
+        intermediate: The MLPs' width when it is not 4x the hidden size (keras-hub's
+            `WhisperBackbone` takes any `intermediate_dim`).
 
     Returns:
         A dict from OpenAI tensor name to shape tuple.
@@ -190,7 +197,7 @@ def expected_shapes(dims: ModelDimensions) -> dict[str, tuple[int, ...]]:
         "encoder.conv2.bias": (a,),
     }
     for i in range(dims.n_audio_layer):
-        shapes.update(_block_shapes(f"encoder.blocks.{i}", a, cross_attention=False))
+        shapes.update(_block_shapes(f"encoder.blocks.{i}", a, False, intermediate))
     shapes.update({"encoder.ln_post.weight": (a,), "encoder.ln_post.bias": (a,)})
     shapes.update(
         {
@@ -199,7 +206,7 @@ def expected_shapes(dims: ModelDimensions) -> dict[str, tuple[int, ...]]:
         }
     )
     for i in range(dims.n_text_layer):
-        shapes.update(_block_shapes(f"decoder.blocks.{i}", t, cross_attention=True))
+        shapes.update(_block_shapes(f"decoder.blocks.{i}", t, True, intermediate))
     shapes.update({"decoder.ln.weight": (t,), "decoder.ln.bias": (t,)})
     return shapes
 
@@ -212,7 +219,10 @@ def _listing(names: list[str]) -> str:
 
 
 def validate_state_dict(
-    dims: ModelDimensions, state_dict: Mapping[str, np.ndarray], source: str
+    dims: ModelDimensions,
+    state_dict: Mapping[str, np.ndarray],
+    source: str,
+    intermediate: int | None = None,
 ) -> None:
     """Checks that a state dict is a complete, finite Whisper of the given size.
 
@@ -221,12 +231,13 @@ def validate_state_dict(
         state_dict: OpenAI-named arrays (NumPy or anything `np.asarray` takes).
         source: What the weights were read from (a path, say); it starts every
             error message.
+        intermediate: The MLPs' width, when it is not 4x the hidden size.
 
     Raises:
         WeightsError: naming the tensors that are missing, unexpected, of the
             wrong shape or dtype, or that contain NaN or infinite values.
     """
-    shapes = expected_shapes(dims)
+    shapes = expected_shapes(dims, intermediate)
     missing = [name for name in shapes if name not in state_dict]
     unexpected = sorted(name for name in state_dict if name not in shapes)
     wrong = []

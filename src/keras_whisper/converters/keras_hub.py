@@ -32,6 +32,7 @@ import os
 import re
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 
 from keras_whisper.converters.common import (
@@ -56,22 +57,18 @@ def dims_from_keras_hub_config(config: dict, source: str = "config.json") -> Mod
         source: Where it came from, for error messages.
 
     Returns:
-        The `ModelDimensions`; both stacks share `num_layers` and `num_heads`.
+        The `ModelDimensions`; both stacks share `num_layers` and `num_heads`. (The MLP
+        width, `intermediate_dim`, is OpenAI's 4x `hidden_dim` in every released Whisper;
+        keras-hub takes any, and `load_keras_hub` reads it from the weights.)
 
     Raises:
-        WeightsError: if a field is missing or `intermediate_dim` is not 4x
-            `hidden_dim` (OpenAI's architecture).
+        WeightsError: if a field is missing.
     """
     keys = ("vocabulary_size", "num_layers", "num_heads", "hidden_dim", "intermediate_dim")
     missing = [key for key in keys if key not in config]
     if missing:
         raise WeightsError(f"{source}: WhisperBackbone config fields {missing} are missing.")
     d = config["hidden_dim"]
-    if config["intermediate_dim"] != 4 * d:
-        raise WeightsError(
-            f"{source}: intermediate_dim={config['intermediate_dim']} but OpenAI Whisper's MLP is "
-            f"4 x hidden_dim = {4 * d}; this backbone cannot be represented as an OpenAI Whisper."
-        )
     return ModelDimensions(
         n_mels=config.get("num_mels", 80),
         n_audio_ctx=config.get("max_encoder_sequence_length", 3000) // 2,
@@ -100,7 +97,12 @@ class _H5Reader:
                 "keras-hub WhisperBackbone of this config."
             )
         self.used.add(path)
-        return np.asarray(self.file[path][()])
+        value = np.asarray(self.file[path][()])
+        if value.dtype.kind == "V" and value.dtype.itemsize == 2:
+            # HDF5 has no bfloat16: Keras stores a bfloat16 model's variables as opaque
+            # 2-byte values, which are bfloat16's bits.
+            value = value.view(ml_dtypes.bfloat16)
+        return value
 
 
 def _auto_name(base: str, index: int) -> str:
@@ -232,5 +234,14 @@ def load_keras_hub(directory: PathLike) -> tuple[ModelDimensions, StateDict]:
                 f"{dims.to_dict()}: {unexpected[:8]}."
                 + (" config.json has fewer layers than the weights." if extra_layers else "")
             )
-    validate_state_dict(dims, out, source)
+    validate_state_dict(dims, out, source, config["config"]["intermediate_dim"])
     return dims, ordered_state_dict(dims, out)
+
+
+def keras_hub_settings(directory: PathLike) -> dict:
+    """The `WhisperBackbone` arguments of a keras-hub preset that OpenAI's dimensions do
+    not carry: `dropout`, and `max_encoder_sequence_length` as it was saved (OpenAI's
+    dimensions count encoder positions, half of it rounded down)."""
+    config = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
+    config = config.get("config", {})
+    return {key: config[key] for key in ("dropout", "max_encoder_sequence_length") if key in config}
