@@ -45,6 +45,12 @@ def test_seed_example_runs_as_written():
     outputs = namespace["model"](namespace["input_data"])
     assert tuple(outputs["encoder_sequence_output"].shape) == (1, 6, 256)
     assert tuple(outputs["decoder_sequence_output"].shape) == (1, 12, 256)
+    # Word for word, with keras-hub's name bound to ours (`import keras_whisper as keras_hub`).
+    namespace = {"np": np, "keras_hub": keras_whisper}
+    exec(block, namespace)
+    outputs = namespace["model"](namespace["input_data"])
+    assert tuple(outputs["decoder_sequence_output"].shape) == (1, 12, 256)
+    assert keras_whisper.models.Backbone is keras_whisper.Backbone
 
 
 def test_matches_independent_numpy_forward_pass():

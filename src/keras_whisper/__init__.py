@@ -54,6 +54,10 @@ _LAZY = {
 
 
 def __getattr__(name):
+    if name == "models":  # keras-hub's namespace: `keras_hub.models.WhisperBackbone`
+        import importlib
+
+        return importlib.import_module("keras_whisper.models")
     if name in _LAZY:
         import importlib
 
@@ -64,7 +68,7 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted({*globals(), *_LAZY, "models"})
 
 
 __all__ = [
