@@ -326,7 +326,8 @@ def test_cli_convert_round_trip_is_byte_identical(tiny_ggml, tmp_path, capsys):
     assert main(["convert", str(preset), str(again), "--to", "ggml"]) == 0
     assert again.read_bytes() == tiny_ggml.read_bytes()
     assert main(["convert", str(preset), str(again), "--to", "ggml"]) == 1
-    assert "Refusing to overwrite" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Refusing to overwrite" in err and "--overwrite" in err and "overwrite=" not in err
     assert main(["convert", str(preset), str(tmp_path / "x"), "--dtype", "float32"]) == 2
     assert main(["convert", str(tmp_path / "absent"), str(tmp_path / "y")]) == 1
     assert "cannot load" in capsys.readouterr().err

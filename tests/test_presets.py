@@ -92,6 +92,9 @@ def test_unknown_preset_suggests_close_matches():
         WhisperBackbone.from_preset("whisper_tiny_eng")
     with pytest.raises(PresetError, match="Unknown preset 'clowntown'"):
         WhisperBackbone.from_preset("clowntown")
+    for nothing, message in ((None, "got NoneType"), ("", "name is empty"), (" ", "is empty")):
+        with pytest.raises(PresetError, match=f"{message}.*Built-in presets: whisper_tiny_en"):
+            WhisperBackbone.from_preset(nothing)
 
 
 def _small(seed=0):

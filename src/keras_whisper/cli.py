@@ -239,7 +239,8 @@ def convert_main(args: argparse.Namespace) -> int:
                 alignment_heads=model.alignment_heads,
             )
     except Exception as error:
-        print(f"keras-whisper: cannot write {args.target!r}: {error}", file=sys.stderr)
+        message = str(error).replace("overwrite=True", "--overwrite")  # the flag's name here
+        print(f"keras-whisper: cannot write {args.target!r}: {message}", file=sys.stderr)
         return 1
     print(f"{args.source} -> {args.target} ({args.to})", file=sys.stderr)
     return 0

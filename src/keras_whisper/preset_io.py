@@ -87,7 +87,16 @@ def resolve_handle(preset: str | os.PathLike, load_weights: bool = True) -> Path
     Returns:
         The local path.
     """
+    if not isinstance(preset, (str, os.PathLike)):
+        raise PresetError(
+            f"A preset is a name, a folder or a hub handle (a string or path); got "
+            f"{type(preset).__name__}. Built-in presets: {', '.join(BACKBONE_PRESETS)}."
+        )
     preset_str = os.fspath(preset)
+    if not preset_str.strip():
+        raise PresetError(
+            f"The preset name is empty. Built-in presets: {', '.join(BACKBONE_PRESETS)}."
+        )
     if preset_str.startswith("hf://"):
         return _resolve_hf(preset_str[len("hf://") :], load_weights)
     if preset_str.startswith("kaggle://"):
