@@ -545,6 +545,49 @@ def test_generate_on_a_batch_of_waveforms(tiny):
 
 
 @pytest.mark.slow
+def test_generate_takes_features_as_arrays_or_tensors_with_or_without_the_batch(tiny):
+    window = tiny.first_window(load_audio(audio_file("en_jfk.wav")))  # (3000, 80)
+    expected = tiny.generate(window[None])[0].tokens
+    row = reference_rows(TINY)["en_jfk.wav", "greedy_ts"]
+    assert expected == [t for s in row["segments"] for t in s["tokens"]]
+    assert tiny.generate(window)[0].tokens == expected  # was read as 80-channel audio
+    assert tiny.generate(keras.ops.convert_to_tensor(window[None]))[0].tokens == expected
+    assert tiny.generate([]) == []
+
+
+@pytest.mark.slow
+def test_a_keras_file_is_refused_with_the_way_to_save(tiny, tmp_path):
+    with pytest.raises(NotImplementedError, match=r"save_to_preset\(folder\)"):
+        tiny.save(tmp_path / "model.keras")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's fit clears variables")
+def test_a_failed_fit_leaves_no_silently_random_weights(tmp_path):
+    # JAX's `fit` clears the variables' values while it runs; a step that raises leaves
+    # them cleared (Keras). A preset-loaded variable must then fail loudly, not read as
+    # fresh random values from a kept initializer (transcribing 'Princessーク' before).
+    model = WhisperSpeechToText.from_preset("whisper_tiny_en")
+    window = model.first_window(load_audio(audio_file("en_jfk.wav")))[None]
+    tokens = np.array([[50257, 50362, 400, 370, 616, 50256]], "int32")
+    inputs = {
+        "encoder_features": window,
+        "decoder_token_ids": tokens[:, :-1],
+        "decoder_padding_mask": np.ones((1, 5), "int32"),
+    }
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(inputs, tokens[:, 1:], verbose=0)  # a first fit compiles the train step
+    with pytest.raises(ValueError):
+        model.fit({**inputs, "encoder_features": window[..., :40]}, tokens[:, 1:], verbose=0)
+    with pytest.raises(TypeError):
+        model.generate(window)
+
+
+@pytest.mark.slow
 def test_save_to_preset_round_trip(tiny, tmp_path):
     tiny.save_to_preset(tmp_path / "preset")
     again = WhisperSpeechToText.from_preset(str(tmp_path / "preset"))

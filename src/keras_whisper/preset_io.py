@@ -439,6 +439,11 @@ def build_with_weights(factory, read_values):
                 dtype = keras.backend.standardize_dtype(variable._dtype)
                 array = np.asarray(value).astype(dtype, copy=False)
                 variable._initialize(variable._convert_to_tensor(array, dtype=dtype))
+                # As Keras' own deferred initialisation does: a variable whose value is
+                # later cleared (JAX's `fit` purges values while it runs, and a step that
+                # raises leaves them cleared) must fail loudly, not read as new random
+                # values from a kept initializer.
+                variable._initializer = None
     finally:
         pending = global_state.get_global_attribute("uninitialized_variables", [])
         mine = [v for v in pending if id(v) in created and v._value is None]

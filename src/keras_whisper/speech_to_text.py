@@ -111,7 +111,9 @@ class WhisperSpeechToText(keras.Model):
         Args:
             audio: a path/bytes/array of 16 kHz audio (one window; of longer
                 audio only the first 30 s are decoded: use `transcribe`), a list
-                of them, or features `(batch, 3000, num_mels)`.
+                of them, or log-mel features: `(batch, 3000, num_mels)`, or one
+                window's `(3000, num_mels)` (NumPy arrays or backend tensors, as
+                `WhisperAudioConverter` returns them).
             **options: `DecodingOptions` fields (language, task, temperature,
                 beam_size, best_of, patience, length_penalty, prompt, prefix,
                 suppress_tokens, suppress_blank, without_timestamps,
@@ -121,10 +123,17 @@ class WhisperSpeechToText(keras.Model):
             One `DecodingResult` per window.
         """
         tokenizer = self._require_tokenizer()
+        if keras.ops.is_tensor(audio) and not isinstance(audio, np.ndarray):
+            audio = keras.ops.convert_to_numpy(audio)
+        num_mels = self.backbone.num_mels
+        if isinstance(audio, np.ndarray) and audio.ndim == 2 and audio.shape[-1] == num_mels:
+            audio = audio[None]  # one window's features (audio has a few channels at most)
         if isinstance(audio, np.ndarray) and audio.ndim == 3:
             features = audio.astype("float32")
         else:
             items = audio if isinstance(audio, (list, tuple)) else [audio]
+            if not items:
+                return []
             features = np.stack([self.first_window(load_audio(item)) for item in items])
         return generate(self.backbone, tokenizer, features, DecodingOptions(**options))
 
@@ -195,6 +204,21 @@ class WhisperSpeechToText(keras.Model):
         """Like `transcribe`, but returns `(segment generator, info)` to stream."""
         kwargs.setdefault("alignment_heads", self.alignment_heads)
         return transcribe_segments(self.backbone, self._require_tokenizer(), audio, **kwargs)
+
+    def save(self, filepath, *args: Any, **kwargs: Any) -> None:
+        """Refused: a `.keras` file cannot hold the tokenizer and audio front end.
+
+        Use `save_to_preset(dir)`, which `from_preset(dir)` loads back whole
+        (`model.backbone.save(path)` keeps the backbone alone; `save_weights` the
+        weights).
+        """
+        raise NotImplementedError(
+            f"WhisperSpeechToText does not save as a .keras file ({filepath}): it could not be "
+            "loaded back with its tokenizer and audio front end. Use "
+            "model.save_to_preset(folder) and WhisperSpeechToText.from_preset(folder); "
+            "model.backbone.save(path) saves the backbone alone, and model.save_weights(path) "
+            "the weights (in a checkpoint callback: save_weights_only=True)."
+        )
 
     def check_transcribe_options(self, **kwargs: Any) -> None:
         """Raise the `ValueError` that `transcribe_segments(audio, **kwargs)` would raise
