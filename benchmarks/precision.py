@@ -158,6 +158,21 @@ def _batched(task, files) -> tuple[dict[str, list[int]], dict[str, str]]:
     return counts, texts
 
 
+def _rate_cells(counts: dict, base_counts: dict | None, languages: list[str]) -> list[str]:
+    """Per language: the word error rate in % and its difference from float32's."""
+    cells = []
+    for language in languages:
+        edits, words = counts[language]
+        rate = 100 * edits / words
+        cells.append(f"{rate:.2f}")
+        if base_counts:
+            base_edits, base_words = base_counts[language]
+            cells.append(f"{rate - 100 * base_edits / base_words:+.2f}")
+        else:
+            cells.append("")
+    return cells
+
+
 def _batched_table(results: dict, languages: list[str]) -> list[str]:
     """The throughput mode's word error rates per dtype, as a second table."""
     header = ["dtype (batched mode)"]
@@ -168,15 +183,7 @@ def _batched_table(results: dict, languages: list[str]) -> list[str]:
     body = []
     for dtype, measured in results["dtypes"].items():
         row = [dtype]
-        for language in languages:
-            edits, words = measured["batched"][language]
-            rate = 100 * edits / words
-            row.append(f"{rate:.2f}")
-            if base:
-                base_edits, base_words = base["batched"][language]
-                row.append(f"{rate - 100 * base_edits / base_words:+.2f}")
-            else:
-                row.append("")
+        row += _rate_cells(measured["batched"], base and base["batched"], languages)
         texts = measured["batched_texts"]
         same = sum(1 for name in texts if base and texts[name] == base["batched_texts"][name])
         row.append(f"{same} / {len(texts)}")
@@ -204,15 +211,7 @@ def block(model_key: str, results: dict, head: str) -> str:
     for dtype in dtypes:
         row = [dtype]
         measured = results["dtypes"][dtype]
-        for language in languages:
-            edits, words = measured["counts"][language]
-            rate = 100 * edits / words
-            row.append(f"{rate:.2f}")
-            if base:
-                base_edits, base_words = base["counts"][language]
-                row.append(f"{rate - 100 * base_edits / base_words:+.2f}")
-            else:
-                row.append("")
+        row += _rate_cells(measured["counts"], base and base["counts"], languages)
         same = sum(
             1
             for name, _ in results["files"]
