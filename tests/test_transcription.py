@@ -804,6 +804,7 @@ def test_cli_never_writes_over_its_inputs_or_one_input_over_another(tmp_path, ca
         (["--best-of", "0"], "`best_of` must be a positive integer"),
         (["--repetition-penalty", "0"], "`repetition_penalty` must be a finite number > 0"),
         (["--suppress-tokens=99999999"], "below the vocabulary size 51864"),
+        (["--suppress-tokens=99999999", "--batch-size", "2"], "below the vocabulary size"),
         (["--beam-size", "-3", "--batch-size", "2"], "`beam_size` must be a positive integer"),
         (["--language", "xx", "--batch-size", "2"], "English-only"),
         (["--threads", "0"], "--threads must be at least 1"),

@@ -51,7 +51,7 @@ from keras_whisper.audio import (
     log_mel_spectrogram,
     pad_or_trim,
 )
-from keras_whisper.decoding import DecodingOptions, detect_language, encode, generate
+from keras_whisper.decoding import DecodingOptions, detect_language, encode, filters, generate
 from keras_whisper.decoding.pool import DecodingPool
 from keras_whisper.errors import AudioError, OutOfMemoryError
 from keras_whisper.layers import jax_on_cpu
@@ -373,6 +373,7 @@ def _transcribe_many(
         prompt=initial_prompt or None,
         **decode_options,
     )
+    filters.suppressed_token_ids(tokenizer, options.suppress_tokens)  # ids within the vocabulary
     if isinstance(vad_options, dict):
         vad_options = vad_module.VadOptions(**vad_options)
     vad_options = dataclasses.replace(
