@@ -975,6 +975,20 @@ def _openai_name_from_keras_hub_path(path):
     return name
 
 
+def _run_keras_hub(script: str, backend: str, *paths) -> None:
+    """Run `script` (keras-hub, the oracle) with `paths` as arguments, or skip without it.
+
+    A subprocess keeps keras' backend choice out of this session.
+    """
+    if importlib.util.find_spec("keras_hub") is None:
+        pytest.skip(
+            "keras_hub is not importable (`pip install --no-deps keras-hub regex` suffices)"
+        )
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    command = [sys.executable, "-c", script, *map(str, paths)]
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
+
+
 _KERAS_HUB_SCRIPT = """
 import sys
 import numpy as np
@@ -993,15 +1007,8 @@ np.savez(sys.argv[2], **{w.path: np.asarray(w.numpy()) for w in backbone.weights
 
 @pytest.mark.slow
 def test_keras_hub_backbone_preset_matches_its_weights(tmp_path):
-    if importlib.util.find_spec("keras_hub") is None:
-        pytest.skip(
-            "keras_hub is not importable (`pip install --no-deps keras-hub regex` suffices)"
-        )
-    # A subprocess keeps keras' backend choice out of this session; numpy builds fastest.
-    env = dict(os.environ, KERAS_BACKEND="numpy")
     preset, weights = tmp_path / "preset", tmp_path / "weights.npz"
-    command = [sys.executable, "-c", _KERAS_HUB_SCRIPT, str(preset), str(weights)]
-    subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
+    _run_keras_hub(_KERAS_HUB_SCRIPT, "numpy", preset, weights)  # numpy builds fastest
     dims, loaded = load_keras_hub(preset)
     assert dims == ModelDimensions(4, 6, 8, 2, 3, 20, 5, 8, 2, 3)
     expected = {}
@@ -1054,18 +1061,12 @@ np.savez(sys.argv[2], **inputs, **{k: np.asarray(v) for k, v in outputs.items()}
 def test_keras_hub_preset_keeps_its_mlp_width_dropout_and_bfloat16_weights(tmp_path):
     # keras-hub's WhisperBackbone takes any intermediate_dim and a dropout, and a bfloat16
     # model saves its variables as opaque 2-byte HDF5 values: all three load as saved.
-    if importlib.util.find_spec("keras_hub") is None:
-        pytest.skip(
-            "keras_hub is not importable (`pip install --no-deps keras-hub regex` suffices)"
-        )
     import keras
 
     from keras_whisper import WhisperBackbone
 
-    env = dict(os.environ, KERAS_BACKEND="jax")
     preset, reference = tmp_path / "preset", tmp_path / "reference.npz"
-    command = [sys.executable, "-c", _KERAS_HUB_SETTINGS_SCRIPT, str(preset), str(reference)]
-    subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
+    _run_keras_hub(_KERAS_HUB_SETTINGS_SCRIPT, "jax", preset, reference)
     backbone = WhisperBackbone.from_preset(str(preset), dtype="float32")
     config = backbone.get_config()
     assert config["intermediate_dim"] == 12 and config["dropout"] == 0.1
