@@ -592,6 +592,34 @@ def test_sampling_is_seeded_and_scores_untempered_logprobs(small):
         assert result.sum_logprob == pytest.approx(total, abs=1e-4)
 
 
+def test_sample_draws_from_the_softmax():
+    """`sample`'s two-stage draw (a block by its mass, then a token in it) has the
+    softmax's distribution: a chi-square test of 100,000 draws against the exact
+    probabilities, over 300 tokens in blocks of 64 (the last one ragged) whose masses
+    differ, with masked tokens, a half-masked and a fully masked block."""
+    block_size = decoding_module.SAMPLE_BLOCK
+    rng = np.random.default_rng(0)
+    width, draws = 300, 100_000
+    row = (rng.uniform(0.0, 3.0, width) + 0.5 * (np.arange(width) // block_size)).astype("float32")
+    row[64:128] = -np.inf  # a whole block
+    row[160:192] = -np.inf  # half a block
+    row[rng.choice(width, 20, replace=False)] = -np.inf
+    logits = keras.ops.convert_to_tensor(np.tile(row, (draws, 1)))
+    tokens = keras.ops.convert_to_numpy(
+        decoding_module.sample(logits, keras.random.SeedGenerator(0))
+    )
+    counts = np.bincount(tokens, minlength=width)
+    live = np.isfinite(row)
+    assert counts[~live].sum() == 0
+    probabilities = np.exp(row[live] - row[live].max())
+    probabilities /= probabilities.sum()
+    expected = probabilities * draws
+    chi2 = ((counts[live] - expected) ** 2 / expected).sum()
+    dof = live.sum() - 1
+    # chi2 has mean dof and standard deviation sqrt(2 dof): 5 deviations is p < 1e-6.
+    assert chi2 < dof + 5 * np.sqrt(2 * dof), (chi2, dof)
+
+
 def test_prompt_and_prefix_layout():
     tokenizer = FakeTokenizer()
     initial = decoding_module._initial_tokens

@@ -364,13 +364,54 @@ def _pick(spec, logits, temperature, seed, step):
     if spec.mode == "greedy":
         chosen = layers.row_argmax(logits)
     else:
-        chosen = keras.random.categorical(
-            logits / temperature, 1, dtype="int32", seed=_step_seed(seed, step)
-        )[:, 0]
+        chosen = sample(logits / temperature, _step_seed(seed, step))
     chosen = ops.cast(chosen, "int32")
     # log_softmax(logits)[chosen], without materialising the whole log-softmax.
     chosen_logit = ops.take_along_axis(logits, chosen[:, None], axis=1)[:, 0]
     return chosen, chosen_logit - layers.logsumexp(logits)
+
+
+# Tokens per block of `sample`'s first stage.
+SAMPLE_BLOCK = 64
+
+
+def sample(logits, seed):
+    """One token per row drawn from `softmax(logits)`, as int32 `(rows,)`.
+
+    The Gumbel-max draw of `keras.random.categorical`, in two stages: a block of
+    `SAMPLE_BLOCK` consecutive tokens, by the blocks' total probabilities, then a token
+    within it. The probabilities are exactly those of one draw over the whole row, for a
+    2 % of its random numbers: with 51,864 tokens and 5 rows, drawing a random number per
+    token was a fifth of each sampling step on a CPU (`benchmarks/HISTORY-speed.md`).
+
+    Args:
+        logits: `(rows, vocabulary)` float32 logits (already divided by the temperature);
+            `-inf` marks tokens that must not be drawn.
+        seed: a `keras.random` seed (a `SeedGenerator`, or on JAX a key tensor).
+    """
+    rows, width = ops.shape(logits)
+    blocks = -(-width // SAMPLE_BLOCK)
+    padded = ops.pad(
+        logits, [[0, 0], [0, blocks * SAMPLE_BLOCK - width]], constant_values=float("-inf")
+    )
+    grouped = ops.reshape(padded, (rows, blocks, SAMPLE_BLOCK))
+    # Each block's log-probability mass (up to the row's constant): a logsumexp over
+    # the block, -inf where the whole block is masked.
+    peak = ops.max(grouped, axis=-1)
+    finite_peak = ops.where(ops.isfinite(peak), peak, ops.zeros_like(peak))
+    block_logits = (
+        ops.log(ops.sum(ops.exp(grouped - finite_peak[..., None]), axis=-1)) + finite_peak
+    )
+    # Gumbel noise for both stages from one draw: the second stage's noise does not depend
+    # on which block the first picks.
+    uniform = keras.random.uniform(
+        (rows, blocks + SAMPLE_BLOCK), minval=np.finfo("float32").tiny, maxval=1.0, seed=seed
+    )
+    gumbel = -ops.log(-ops.log(uniform))
+    block = layers.row_argmax(block_logits + gumbel[:, :blocks])
+    within = ops.take_along_axis(grouped, block[:, None, None], axis=1)[:, 0]
+    offset = layers.row_argmax(within + gumbel[:, blocks:])
+    return block * SAMPLE_BLOCK + offset
 
 
 def _beam_loop(spec, next_logits, index, tokens, cache, sum_logprobs, sample_begin, limit, n_audio):
