@@ -395,13 +395,9 @@ def sample(logits, seed):
         logits, [[0, 0], [0, blocks * SAMPLE_BLOCK - width]], constant_values=float("-inf")
     )
     grouped = ops.reshape(padded, (rows, blocks, SAMPLE_BLOCK))
-    # Each block's log-probability mass (up to the row's constant): a logsumexp over
-    # the block, -inf where the whole block is masked.
-    peak = ops.max(grouped, axis=-1)
-    finite_peak = ops.where(ops.isfinite(peak), peak, ops.zeros_like(peak))
-    block_logits = (
-        ops.log(ops.sum(ops.exp(grouped - finite_peak[..., None]), axis=-1)) + finite_peak
-    )
+    # Each block's log-probability mass (up to the row's constant), -inf where the whole
+    # block is masked.
+    block_logits = layers.logsumexp(grouped)
     # Gumbel noise for both stages from one draw: the second stage's noise does not depend
     # on which block the first picks.
     uniform = keras.random.uniform(
