@@ -329,6 +329,39 @@ def test_cached_decoding_matches_full_forward_pass(layout):
     )
 
 
+@pytest.mark.parametrize("out_major", [False, True])
+def test_rows_sharing_a_prompt_match_full_forward_pass(out_major):
+    """Beam search's layout: each audio's prompt decoded once, then three rows per audio,
+    each with its own continuation, reading the prompt's cache as a shared prefix."""
+    backbone, sd = small_backbone()
+    group, prompt_length = 3, 4
+    inputs = small_inputs(tokens=prompt_length)
+    audio = backbone.encode(inputs["encoder_features"])
+    prompt = np.repeat(inputs["decoder_token_ids"], group, axis=0)
+    own_tokens = np.random.default_rng(2).integers(0, 100, (2 * group, 6)).astype("int32")
+    tokens = np.concatenate([prompt, own_tokens], axis=1)
+    reference = decode(tokens, np.repeat(keras.ops.convert_to_numpy(audio), group, 0), sd, 4)
+
+    step_weights = backbone.step_weights(out_major)
+    cross = backbone.cross_attention_cache(audio)
+    shared = backbone.empty_self_attention_cache(2, 8)
+    _, shared = backbone.decode_with_cache(inputs["decoder_token_ids"], shared, cross, 0)
+    cross = backbone.cross_attention_cache(audio, out_major=out_major)
+    # As a decoding loop does: the prompt's last token is fed again, to the rows' own
+    # caches, whose first slot is position `prompt_length - 1`.
+    own = backbone.empty_self_attention_cache(2 * group, 8)
+    prefix = (shared, prompt_length - 1)
+    steps = []
+    for i in range(prompt_length - 1, tokens.shape[1]):
+        hidden, own = backbone.decode_with_cache(
+            tokens[:, i : i + 1], own, cross, i, step_weights, out_major, prefix=prefix
+        )
+        steps.append(keras.ops.convert_to_numpy(hidden))
+    np.testing.assert_allclose(
+        np.concatenate(steps, axis=1), reference[:, prompt_length - 1 :], atol=3e-5, rtol=1e-4
+    )
+
+
 def test_quantized_projections_are_not_prepared():
     # An int8 kernel is not a plain matrix: concatenating or transposing it would drop
     # its scales.

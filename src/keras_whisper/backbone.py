@@ -592,6 +592,7 @@ class WhisperBackbone(Backbone):
         out_major: bool = False,
         positions=None,
         cache_mask=None,
+        prefix=None,
     ):
         """Decoder outputs for new tokens, reusing and extending the caches.
 
@@ -618,33 +619,50 @@ class WhisperBackbone(Backbone):
                 pool). The token is still written to cache slot `cache_index`.
             cache_mask: with `positions`, `(batch, max_length)` bool: the cache
                 slots each row attends to (its own earlier tokens).
+            prefix: optional `(prefix_cache, prefix_length)`: earlier positions
+                held once for each group of `group` consecutive rows, as
+                `cross_cache` is (the prompt that a beam search's beams share:
+                they then read it once, and reorder only their own positions).
+                `prefix_cache` is a self-attention cache of `batch // group` rows
+                whose first `prefix_length` (int scalar) positions are the
+                sequence's first ones; `self_cache` then holds the positions from
+                `prefix_length` on, position `p` in slot `p - prefix_length`.
 
         Returns:
             `(decoder_sequence_output, self_cache)`: `(batch, n, hidden_dim)`
             after the final LayerNorm, and the updated cache.
         """
+        if prefix is not None and positions is not None:
+            raise ValueError("`prefix` and `positions` cannot be combined.")
         x = self.token_embedding(token_ids)
         x = self.decoder_position_embedding(
             self._stream(x), start_index=cache_index, positions=positions
         )
         num_new = ops.shape(token_ids)[1]
         max_length = ops.shape(self_cache[0][0])[2]
+        layers = self.decoder_transformer_layers
+        prefix_cache, slot = (None,) * len(layers), cache_index
+        if prefix is not None:
+            prefix_cache, prefix_length = prefix
+            slot = cache_index - prefix_length
+            shared = ops.shape(prefix_cache[0][0])[2]
+            prefix_mask = (ops.arange(shared) < prefix_length)[None, None, None, :]
+            prefix_cache = [(k, v, prefix_mask) for k, v in prefix_cache]
         if cache_mask is None:
             # Cached positions before `cache_index`, and the new tokens causally.
-            cache_mask = (ops.arange(max_length) < cache_index)[None, None, None, :]
+            cache_mask = (ops.arange(max_length) < slot)[None, None, None, :]
         else:
             cache_mask = cache_mask[:, None, None, :]
         new_positions = ops.arange(num_new)
         new_mask = (new_positions[None, :] <= new_positions[:, None])[None, None, :, :]
         masks = (cache_mask, new_mask)
-        layers = self.decoder_transformer_layers
         step_weights = (None,) * len(layers) if step_weights is None else step_weights
         updated = []
-        for layer, layer_self, layer_cross, layer_step in zip(
-            layers, self_cache, cross_cache, step_weights, strict=True
+        for layer, layer_self, layer_cross, layer_step, layer_prefix in zip(
+            layers, self_cache, cross_cache, step_weights, prefix_cache, strict=True
         ):
             x, layer_self = layer.call_with_cache(
-                x, layer_self, layer_cross, cache_index, masks, layer_step, out_major
+                x, layer_self, layer_cross, slot, masks, layer_step, out_major, layer_prefix
             )
             updated.append(layer_self)
         return self.decoder_layer_norm(x), tuple(updated)

@@ -462,6 +462,21 @@ def _merge_heads(x):
     return ops.reshape(x, (batch, length, -1))
 
 
+def _group_rows(x, group):
+    """`(batch, heads, length, d)` -> `(batch // group, heads, group * length, d)`: the
+    rows of each group of `group` consecutive rows side by side."""
+    batch, heads, length, depth = ops.shape(x)
+    x = ops.reshape(x, (batch // group, group, heads, length, depth))
+    return ops.reshape(ops.transpose(x, (0, 2, 1, 3, 4)), (batch // group, heads, -1, depth))
+
+
+def _ungroup_rows(x, group):
+    """The inverse of `_group_rows`."""
+    audio, heads, rows, depth = ops.shape(x)
+    x = ops.reshape(x, (audio, heads, group, rows // group, depth))
+    return ops.reshape(ops.transpose(x, (0, 2, 1, 3, 4)), (audio * group, heads, -1, depth))
+
+
 def layout_barrier(x):
     """`x`, computed as written: XLA may not fold a following transpose into it (JAX).
 
@@ -743,6 +758,7 @@ class WhisperAttention(keras.layers.Layer):
         new_mask,
         output_weights=None,
         out_major=False,
+        prefix=None,
     ):
         """Self-attention of new positions over the cached ones and themselves.
 
@@ -763,14 +779,29 @@ class WhisperAttention(keras.layers.Layer):
                 `(batch, heads, new_length, new_length)` (causal).
             output_weights, out_major: optional `step_dense` weights for the
                 output projection, prepared by a decoding loop.
+            prefix: optional `(prefix_keys, prefix_values, prefix_mask)`: positions
+                before the cache's, shared by groups of consecutive rows (the
+                prompt of a beam search's beams). Keys and values
+                `(batch // group, heads, prefix_length, head_dim)`; the mask
+                boolean, broadcastable to `(batch, heads, new_length, prefix_length)`.
         """
-        scores = ops.concatenate(
-            [self._scores(query, cache_keys, cache_mask), self._scores(query, keys, new_mask)],
-            axis=-1,
-        )
-        weights = ops.cast(softmax(scores), self.compute_dtype)
+        parts = [self._scores(query, cache_keys, cache_mask), self._scores(query, keys, new_mask)]
+        if prefix is not None:
+            prefix_keys, prefix_values, prefix_mask = prefix
+            group = ops.shape(query)[0] // ops.shape(prefix_keys)[0]
+            # The rows of a group as one product over their shared keys (as in
+            # cross-attention): `(audio, heads, group * length, ...)`.
+            prefix_scores = self._scores(_group_rows(query, group), prefix_keys)
+            parts.insert(0, ops.where(prefix_mask, _ungroup_rows(prefix_scores, group), MASK_VALUE))
+        weights = ops.cast(softmax(ops.concatenate(parts, axis=-1)), self.compute_dtype)
+        if prefix is not None:
+            shared = ops.shape(prefix_keys)[2]
+            prefix_weights = _group_rows(weights[..., :shared], group)
+            weights = weights[..., shared:]
+            context = _ungroup_rows(einsum("bhqk,bhkd->bhqd", prefix_weights, prefix_values), group)
         cached = ops.shape(cache_keys)[2]
-        context = einsum("bhqk,bhkd->bhqd", weights[..., :cached], cache_values)
+        own = einsum("bhqk,bhkd->bhqd", weights[..., :cached], cache_values)
+        context = own if prefix is None else context + own
         context = context + einsum("bhqk,bhkd->bhqd", weights[..., cached:], values)
         return self._output(context, weights=output_weights, out_major=out_major)
 
@@ -1054,6 +1085,7 @@ class WhisperDecoderBlock(_Block):
         self_attention_masks,
         step=None,
         out_major=False,
+        prefix=None,
     ):
         """One decoding step (any number of new tokens) with explicit caches.
 
@@ -1064,7 +1096,8 @@ class WhisperDecoderBlock(_Block):
                 at `cache_index`.
             cross_cache: `(keys, values)`, each
                 `(batch // group, heads, encoder_length, head_dim)`.
-            cache_index: int scalar, position of the first new token.
+            cache_index: int scalar, the cache slot of the first new token (its
+                position, less the length of a shared `prefix`).
             self_attention_masks: `(cache_mask, new_mask)`, booleans
                 broadcastable to `(batch, 1, new_tokens, max_length)` (the
                 cached positions each new token sees) and
@@ -1072,6 +1105,9 @@ class WhisperDecoderBlock(_Block):
             step: optional `step_weights(out_major)`, built once by a decoding
                 loop; the same outputs, fewer or faster products.
             out_major: bool. Whether `step` was built with `out_major`.
+            prefix: optional `(keys, values, mask)` of this layer's self-attention
+                over positions before `self_cache`'s, shared by groups of rows
+                (`WhisperAttention.attend_with_cache`).
 
         Returns:
             `(outputs, self_cache)` with the cache updated.
@@ -1098,6 +1134,7 @@ class WhisperDecoderBlock(_Block):
             new_mask,
             step.self_output,
             out_major,
+            prefix,
         )
         start = (0, 0, cache_index, 0)
         cache_keys = ops.slice_update(cache_keys, start, keys)

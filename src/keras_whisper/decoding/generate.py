@@ -275,17 +275,25 @@ def _loop_stage(
     done,
     stop_below,
     derived,
+    own_cache=None,
     *,
     spec: _Spec,
 ):
     group = spec.group
     n_audio, length = ops.shape(buffer)
     rows = n_audio * group
-    if group > 1:
-        # The cross-attention cache stays one entry per audio, shared by its rows.
-        cache = keras.tree.map_structure(lambda c: ops.repeat(c, group, axis=0), cache)
-        buffer = ops.repeat(buffer, group, axis=0)
     sample_begin = ops.cast(sample_begin, "int32")
+    prefix, offset = None, 0
+    if group > 1:
+        # The rows of one audio share its prompt as they share its cross-attention
+        # cache: the prefill's cache (one row per audio) is read once by all of them,
+        # and each row's own cache holds its positions from the last prompt token on
+        # (which the first step feeds again). Beam search then reorders only those.
+        if own_cache is None:
+            raise ValueError("A loop of several rows per audio needs `own_cache`.")
+        offset = sample_begin - 1
+        prefix, cache = (cache, offset), own_cache
+        buffer = ops.repeat(buffer, group, axis=0)
     # The products' layout (`_loop_layout`) and one self-attention projection product per
     # layer and step instead of three. The weights come built (`_derived_weights`), else
     # are built here.
@@ -300,7 +308,7 @@ def _loop_stage(
     def next_logits(index, tokens, cache):
         last = ops.slice(tokens, (0, index - 1), (rows, 1))
         hidden, cache = model.decode_with_cache(
-            last, cache, cross_cache, index - 1, step_weights, out_major
+            last, cache, cross_cache, index - 1, step_weights, out_major, prefix=prefix
         )
         logits = model.logits(hidden[:, 0], transposed_embeddings=table)
         rules = (suppress_mask, blank_mask, max_initial_index)
@@ -310,7 +318,16 @@ def _loop_stage(
     if spec.mode == "beam":
         sum_logprobs = ops.zeros((rows,), "float32")
         return _beam_loop(
-            spec, next_logits, index, buffer, cache, sum_logprobs, sample_begin, limit, n_audio
+            spec,
+            next_logits,
+            index,
+            buffer,
+            cache,
+            sum_logprobs,
+            sample_begin,
+            limit,
+            n_audio,
+            offset,
         )
 
     def cond(index, tokens, cache, sum_logprobs, done):
@@ -410,7 +427,10 @@ def sample(logits, seed):
     return block * SAMPLE_BLOCK + offset
 
 
-def _beam_loop(spec, next_logits, index, tokens, cache, sum_logprobs, sample_begin, limit, n_audio):
+def _beam_loop(
+    spec, next_logits, index, tokens, cache, sum_logprobs, sample_begin, limit, n_audio, offset
+):
+    """Beam search's loop; `offset` is the position of the cache's first slot."""
     beams, keep = spec.group, spec.max_candidates
     per_beam = beams + 1
     num_candidates = beams * per_beam
@@ -472,7 +492,7 @@ def _beam_loop(spec, next_logits, index, tokens, cache, sum_logprobs, sample_beg
 
         tokens = ops.take(tokens, new_rows, axis=0)
         tokens = ops.slice_update(tokens, (0, index), ops.reshape(new_ids, (rows, 1)))
-        cache, spare = _reorder_rows(cache, spare, new_rows, index)
+        cache, spare = _reorder_rows(cache, spare, new_rows, index - offset)
         sum_logprobs = ops.reshape(new_scores, (rows,))
         return (
             index + 1,
@@ -909,9 +929,25 @@ def generate(
     # prompt works on 256 positions instead of 448.
     limit = min(sample_begin + sample_len, n_ctx + 1)
     cache_length = min(n_ctx, -(-(limit - 1) // CACHE_STEP) * CACHE_STEP)
+    padded = _bucket(sample_begin, n_ctx)
+    if options.beam_size is not None:
+        mode, group = "beam", options.beam_size
+    elif options.temperature > 0:
+        mode, group = "sample", options.best_of or 1
+    else:
+        mode, group = "greedy", 1
+    own_cache = None
+    if group > 1:
+        # The rows of an audio share its prompt (`_loop_stage`): the prefill's cache
+        # holds the prompt, once per audio, and each row's own cache the positions
+        # from the prompt's last token on (`limit - sample_begin` of them). With a
+        # 224-token prompt a beam-5 step reads 256 + 5 x 256 cached positions instead
+        # of 5 x 448, and reorders only the beams' own.
+        own_length = min(n_ctx, -(-(limit - sample_begin) // CACHE_STEP) * CACHE_STEP)
+        own_cache = backbone.empty_self_attention_cache(n_audio * group, own_length)
+        cache_length = min(n_ctx, max(padded, CACHE_STEP))
 
     # Prefill.
-    padded = _bucket(sample_begin, n_ctx)
     prompt = np.full((n_audio, padded), tokenizer.eot, dtype="int32")
     prompt[:, :sample_begin] = initial
     self_cache, no_speech = _run(
@@ -927,12 +963,6 @@ def generate(
     )
 
     # The loop.
-    if options.beam_size is not None:
-        mode, group = "beam", options.beam_size
-    elif options.temperature > 0:
-        mode, group = "sample", options.best_of or 1
-    else:
-        mode, group = "greedy", 1
     max_candidates = round(group * (options.patience or 1.0)) if mode == "beam" else 0
     suppress_ids = filters.suppressed_token_ids(tokenizer, options.suppress_tokens)
     spec = _Spec(
@@ -967,6 +997,7 @@ def generate(
             np.zeros((rows,), "bool"),
             np.int32(-1),
             _derived_weights(backbone, spec.layout),
+            own_cache,
         )
         outputs = [_to_numpy(x) for x in outputs]
     else:
@@ -978,6 +1009,7 @@ def generate(
             buffer,
             loop_args,
             compact=COMPACT_FINISHED_ROWS and mode == "greedy" and n_audio > 1,
+            own_cache=own_cache,
         )
     end, tokens, sum_logprobs = int(outputs[0]), outputs[1], outputs[2]
 
@@ -1017,7 +1049,9 @@ def _compact_stage(model, cross_cache, self_cache, tokens, sum_logprobs, rows):
     )
 
 
-def _sampling_loop(backbone, spec, cross_cache, self_cache, buffer, loop_args, compact):
+def _sampling_loop(
+    backbone, spec, cross_cache, self_cache, buffer, loop_args, compact, own_cache=None
+):
     """Runs the greedy or sampling loop; returns `(end, tokens, sum_logprobs)` on the host.
 
     With `compact`, rows that have reached `<|endoftext|>` stop costing work: the loop
@@ -1025,8 +1059,11 @@ def _sampling_loop(backbone, spec, cross_cache, self_cache, buffer, loop_args, c
     caches) are gathered into a loop of half as many rows, and decoding goes on there
     (8 -> 4 -> 2 -> 1 rows). Each row count is compiled once (JAX); the host syncs only at
     these few points, never per token. A row's tokens do not depend on the other rows, so
-    the results are those of the uncompacted loop.
+    the results are those of the uncompacted loop. `own_cache`: the rows' own caches when
+    several rows share an audio's prompt (`_loop_stage`; no compaction then).
     """
+    if compact and own_cache is not None:
+        raise ValueError("Rows that share a prompt are not compacted.")
     sample_begin = int(loop_args[0])
     rows = int(buffer.shape[0]) * spec.group
     tokens_out = np.zeros((rows, buffer.shape[1]), "int32")
@@ -1051,6 +1088,7 @@ def _sampling_loop(backbone, spec, cross_cache, self_cache, buffer, loop_args, c
             done,
             np.int32(stop_below),
             _derived_weights(backbone, loop_spec.layout),
+            own_cache,
         )
         host_done = _to_numpy(done)
         real = origin >= 0
