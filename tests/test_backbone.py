@@ -308,7 +308,7 @@ def test_cached_decoding_matches_full_forward_pass(layout):
     tokens = inputs["decoder_token_ids"]
     audio = backbone.encode(inputs["encoder_features"])
     reference = decode(tokens, keras.ops.convert_to_numpy(audio), sd, 4)
-    cross = backbone.cross_attention_cache(audio, out_major=out_major)
+    cross = backbone.cross_attention_cache(audio)
     cache = backbone.empty_self_attention_cache(batch_size=2)
     # A 4-token prompt in one call, then one token per call.
     hidden, cache = backbone.decode_with_cache(
@@ -346,7 +346,6 @@ def test_rows_sharing_a_prompt_match_full_forward_pass(out_major):
     cross = backbone.cross_attention_cache(audio)
     shared = backbone.empty_self_attention_cache(2, 8)
     _, shared = backbone.decode_with_cache(inputs["decoder_token_ids"], shared, cross, 0)
-    cross = backbone.cross_attention_cache(audio, out_major=out_major)
     # As a decoding loop does: the prompt's last token is fed again, to the rows' own
     # caches, whose first slot is position `prompt_length - 1`.
     own = backbone.empty_self_attention_cache(2 * group, 8)

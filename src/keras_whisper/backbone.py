@@ -14,7 +14,6 @@ from keras_whisper.layers import (
     float32_accumulation,
     keep_input_dtype,
     matmul,
-    out_major_values,
     to_residual,
     whisper_kernel_initializer,
 )
@@ -482,27 +481,23 @@ class WhisperBackbone(Backbone):
     def head_dim(self) -> int:
         return self.hidden_dim // self.num_heads
 
-    def cross_attention_cache(self, encoder_output, out_major: bool = False):
+    def cross_attention_cache(self, encoder_output):
         """Keys and values of every decoder layer's cross-attention, computed once.
 
         Args:
             encoder_output: `(batch, encoder_length, hidden_dim)`.
-            out_major: bool. Values transposed (`layers.out_major_values`), as
-                `decode_with_cache(out_major=True)` reads them.
 
         Returns:
             A tuple with one `(keys, values)` pair per decoder layer, each
-            `(batch, num_heads, encoder_length, head_dim)` (values `(batch,
-            num_heads, head_dim, encoder_length)` with `out_major`).
+            `(batch, num_heads, encoder_length, head_dim)`.
             `decode_with_cache` accepts it for `batch * group` decoder rows
             (beams, samples): the `group` consecutive rows of one audio share
             its entry.
         """
-        cache = tuple(
+        return tuple(
             layer.cross_attention.project_key_value(encoder_output, self.cache_dtype)
             for layer in self.decoder_transformer_layers
         )
-        return out_major_values(cache) if out_major else cache
 
     def cross_attention_scores(self, token_ids, cross_cache):
         """The decoder over whole token sequences, with every layer's cross-attention scores.
@@ -611,9 +606,7 @@ class WhisperBackbone(Backbone):
             step_weights: optional `step_weights(out_major)`, computed once by
                 the caller (a decoding loop); the same outputs, fewer or faster
                 products.
-            out_major: bool. Whether `step_weights` was built with `out_major`;
-                `cross_cache` must then be `cross_attention_cache(...,
-                out_major=True)`.
+            out_major: bool. Whether `step_weights` was built with `out_major`.
             positions: optional `(batch,)` int, each row's own position of its one
                 new token (`n == 1`), for rows at different positions (a decoding
                 pool). The token is still written to cache slot `cache_index`.

@@ -301,9 +301,6 @@ def _loop_stage(
         derived = _derived_stage(model, layout=spec.layout)
     table, step_weights = derived
     out_major = spec.layout == "out_major"
-    if out_major:
-        # Once per window, the cross-attention values in the layout out-major steps read.
-        cross_cache = layers.out_major_values(cross_cache)
 
     def next_logits(index, tokens, cache):
         last = ops.slice(tokens, (0, index - 1), (rows, 1))

@@ -83,15 +83,9 @@ def pool_sizes(rows: int) -> list[int]:
     return sizes
 
 
-def _insert_stage(model, cross_cache, encoder_output, rows, *, out_major):
+def _insert_stage(model, cross_cache, encoder_output, rows):
     """The cross-attention keys and values of new windows, written into `rows`."""
-    return _write_rows(_new_cross(model, encoder_output, out_major)[1], cross_cache, rows)
-
-
-def _new_cross(model, encoder_output, out_major):
-    """The cross-attention keys and values of new windows: `(plain, in the loop's layout)`."""
-    plain = model.cross_attention_cache(encoder_output)
-    return plain, layers.out_major_values(plain) if out_major else plain
+    return _write_rows(model.cross_attention_cache(encoder_output), cross_cache, rows)
 
 
 def _write_rows(new, cache, rows):
@@ -107,7 +101,7 @@ def _write_rows(new, cache, rows):
 
 
 def _insert_prefill_stage(
-    model, cross_cache, self_cache, encoder_output, rows, prompt, empty, first_slot, *, out_major
+    model, cross_cache, self_cache, encoder_output, rows, prompt, empty, first_slot
 ):
     """`_insert_stage`, and the self-attention keys and values of the rows' prompt.
 
@@ -116,10 +110,10 @@ def _insert_prefill_stage(
     `first_slot ... first_slot + n - 1` (mod the cache length) of the new rows, where the
     pool's steps would have written them one a step. The rows' other slots are kept.
     """
-    plain, new_cross = _new_cross(model, encoder_output, out_major)
+    new_cross = model.cross_attention_cache(encoder_output)
     count = ops.shape(encoder_output)[0]
     tokens = ops.repeat(prompt, count, axis=0)
-    _, prefilled = model.decode_with_cache(tokens, empty, plain, ops.cast(0, "int32"))
+    _, prefilled = model.decode_with_cache(tokens, empty, new_cross, ops.cast(0, "int32"))
     num_prompt = ops.shape(prompt)[1]
     length = ops.shape(self_cache[0][0])[2]
     # The prompt position each slot of the ring holds, when it holds one.
@@ -141,14 +135,11 @@ def _insert_prefill_stage(
     return _write_rows(new_cross, cross_cache, rows), _write_rows(merged, self_cache, rows)
 
 
-def _shrink_stage(model, cross_cache, self_cache, keep, *, from_out_major, to_out_major):
-    """The caches of the rows `keep`, the cross-attention values in the new loop's layout."""
+def _shrink_stage(model, cross_cache, self_cache, keep):
+    """The caches of the rows `keep`."""
     del model
     take = functools.partial(ops.take, indices=keep, axis=0)
-    cross_cache = tuple((take(k), take(v)) for k, v in cross_cache)
-    if from_out_major != to_out_major:
-        cross_cache = layers.out_major_values(cross_cache)  # a transpose is its own inverse
-    return cross_cache, tuple((take(k), take(v)) for k, v in self_cache)
+    return tuple(tuple((take(k), take(v)) for k, v in cache) for cache in (cross_cache, self_cache))
 
 
 def _pool_stage(
@@ -337,12 +328,9 @@ class DecodingPool:
         self._spec = self._spec._replace(layout=self._layout(size))
         positions = backbone.max_encoder_sequence_length // 2
         shape = (size, backbone.num_heads, positions, backbone.head_dim)
-        values_shape = shape
-        if self._spec.layout == "out_major":
-            values_shape = (size, backbone.num_heads, backbone.head_dim, positions)
         dtype = backbone.cache_dtype
         self._cross = tuple(
-            (ops.zeros(shape, dtype), ops.zeros(values_shape, dtype))
+            (ops.zeros(shape, dtype), ops.zeros(shape, dtype))
             for _ in backbone.decoder_transformer_layers
         )
         self._cache = backbone.empty_self_attention_cache(size, self.cache_length)
@@ -440,14 +428,13 @@ class DecodingPool:
     def _insert(self, encoder_output, rows: list[int]) -> None:
         """Write the cross-attention keys and values of windows into `rows` (in place),
         and the self-attention keys and values of the prompt, when there is one."""
-        out_major = self._spec.layout == "out_major"
         if self.sot_index:
             count = int(encoder_output.shape[0])
             empty = self.backbone.empty_self_attention_cache(count, self.sot_index)
             self._cross, self._cache = _run(
                 self.backbone,
-                ("pool_insert_prefill", out_major),
-                functools.partial(_insert_prefill_stage, out_major=out_major),
+                ("pool_insert_prefill",),
+                _insert_prefill_stage,
                 self._cross,
                 self._cache,
                 encoder_output,
@@ -460,8 +447,8 @@ class DecodingPool:
             return
         self._cross = _run(
             self.backbone,
-            ("pool_insert", out_major),
-            functools.partial(_insert_stage, out_major=out_major),
+            ("pool_insert",),
+            _insert_stage,
             self._cross,
             encoder_output,
             np.array(rows, dtype="int32"),
@@ -546,14 +533,10 @@ class DecodingPool:
             return
         free = [r for r in range(self.size) if self._payloads[r] is None]
         keep = np.array((busy + free)[:size], dtype="int32")
-        from_out_major = self._spec.layout == "out_major"
-        to_out_major = self._layout(size) == "out_major"
         self._cross, self._cache = _run(
             self.backbone,
-            ("pool_shrink", from_out_major, to_out_major),
-            functools.partial(
-                _shrink_stage, from_out_major=from_out_major, to_out_major=to_out_major
-            ),
+            ("pool_shrink",),
+            _shrink_stage,
             self._cross,
             self._cache,
             keep,
