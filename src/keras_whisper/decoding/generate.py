@@ -13,7 +13,9 @@ its rows, when it drops finished ones):
 4. the loop: one token per step under `keras.ops.while_loop`, on a token buffer of
    fixed shape `(batch * group, max_decoder_sequence_length + 1)`, with the logit
    rules of `keras_whisper.decoding.filters` and the greedy, sampling or beam
-   search update, all in `keras.ops` with fixed shapes. Beam search keeps its
+   search update, all in `keras.ops` with fixed shapes. The rows of one window
+   (beams, `best_of` samples) read the prefill's cache as a shared prefix and
+   keep only their own positions. Beam search keeps its
    finished candidates in fixed-size on-device arrays. Greedy decoding of several
    rows stops when half of them or fewer are left, gathers those into a loop of
    half the rows and goes on (`_sampling_loop`).
@@ -21,8 +23,8 @@ its rows, when it drops finished ones):
 On JAX each stage is a pure function of the model's variables, traced under
 `keras.StatelessScope(state_mapping=...)` and wrapped in `jax.jit` (keras-hub's
 `CausalLM.generate` idiom), compiled once per input shape and reused; the loop's
-shape does not depend on the prompt length or `sample_len`, so it compiles once
-per (batch, decoding mode). On other backends the same code runs eagerly (under
+shapes depend on the prompt only through the cache lengths (multiples of 64), so
+it compiles a few times per (batch, decoding mode). On other backends the same code runs eagerly (under
 `torch.no_grad()` for PyTorch, where `keras.ops.while_loop` is a Python loop).
 
 Deviations from openai-whisper, none of which changes a result:
