@@ -654,15 +654,8 @@ class WhisperAttention(keras.layers.Layer):
             step_dense(self.query, query_inputs, weights, out_major), self.num_heads
         )
         query = query * ops.cast(self.head_dim**-0.5, query.dtype)
-        if group > 1:
-            # The `group` rows of one audio become one product over its keys.
-            batch, _, length, _ = ops.shape(query)
-            query = ops.reshape(query, (batch // group, group, self.num_heads, length, -1))
-            query = ops.reshape(
-                ops.transpose(query, (0, 2, 1, 3, 4)),
-                (batch // group, self.num_heads, group * length, -1),
-            )
-        return query
+        # The `group` rows of one audio become one product over its keys.
+        return _group_rows(query, group) if group > 1 else query
 
     def _output(self, context, group=1, weights=None, out_major=False):
         """The output projection of `context` `(batch // group, heads, group * length, d)`.
@@ -670,13 +663,7 @@ class WhisperAttention(keras.layers.Layer):
         `weights`, `out_major`: as `step_dense`'s, for the output projection.
         """
         if group > 1:
-            audio, _, rows, _ = ops.shape(context)
-            length = rows // group
-            context = ops.reshape(context, (audio, self.num_heads, group, length, -1))
-            context = ops.reshape(
-                ops.transpose(context, (0, 2, 1, 3, 4)),
-                (audio * group, self.num_heads, length, -1),
-            )
+            context = _ungroup_rows(context, group)
         return step_dense(self.attention_output, _merge_heads(context), weights, out_major)
 
     def _scores(self, query, keys, mask=None):
@@ -781,15 +768,16 @@ class WhisperAttention(keras.layers.Layer):
             prefix_scores = self._scores(_group_rows(query, group), prefix_keys)
             parts.insert(0, ops.where(prefix_mask, _ungroup_rows(prefix_scores, group), MASK_VALUE))
         weights = ops.cast(softmax(ops.concatenate(parts, axis=-1)), self.compute_dtype)
+        # The weights' columns: [prefix,] cache, new keys.
+        start = 0 if prefix is None else ops.shape(prefix_keys)[2]
+        end = start + ops.shape(cache_keys)[2]
+        context = einsum("bhqk,bhkd->bhqd", weights[..., start:end], cache_values)
+        context = context + einsum("bhqk,bhkd->bhqd", weights[..., end:], values)
         if prefix is not None:
-            shared = ops.shape(prefix_keys)[2]
-            prefix_weights = _group_rows(weights[..., :shared], group)
-            weights = weights[..., shared:]
-            context = _ungroup_rows(einsum("bhqk,bhkd->bhqd", prefix_weights, prefix_values), group)
-        cached = ops.shape(cache_keys)[2]
-        own = einsum("bhqk,bhkd->bhqd", weights[..., :cached], cache_values)
-        context = own if prefix is None else context + own
-        context = context + einsum("bhqk,bhkd->bhqd", weights[..., cached:], values)
+            shared = _group_rows(weights[..., :start], group)
+            context = context + _ungroup_rows(
+                einsum("bhqk,bhkd->bhqd", shared, prefix_values), group
+            )
         return self._output(context, weights=output_weights, out_major=out_major)
 
     def call(self, query, key_value=None, attention_mask=None, training=None):

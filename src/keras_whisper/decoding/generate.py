@@ -927,7 +927,6 @@ def generate(
     # search reorders) the whole cache every step, so a window without a long
     # prompt works on 256 positions instead of 448.
     limit = min(sample_begin + sample_len, n_ctx + 1)
-    cache_length = min(n_ctx, -(-(limit - 1) // CACHE_STEP) * CACHE_STEP)
     padded = _bucket(sample_begin, n_ctx)
     if options.beam_size is not None:
         mode, group = "beam", options.beam_size
@@ -936,7 +935,9 @@ def generate(
     else:
         mode, group = "greedy", 1
     own_cache = None
-    if group > 1:
+    if group == 1:
+        cache_length = min(n_ctx, -(-(limit - 1) // CACHE_STEP) * CACHE_STEP)
+    else:
         # The rows of an audio share its prompt (`_loop_stage`): the prefill's cache
         # holds the prompt, once per audio, and each row's own cache the positions
         # from the prompt's last token on (`limit - sample_begin` of them). With a
