@@ -489,17 +489,39 @@ def layout_barrier(x):
     return x
 
 
+def _padded_rows(rows: int) -> int:
+    """The row count an out-major product runs at: 5-7 spare rows past a multiple of
+    8 are padded up to the next one.
+
+    YNNPACK's kernels (XLA CPU) take 8 rows at a time: on a 2-core AVX-512 EPYC
+    (Zen 4), 5 rows padded to 8 run a base-sized `(2048, 512)` kernel in 188 us
+    instead of 263, `(512, 2048)` in 143 instead of 194, and the `(51865, 512)`
+    logits table in 5.8-6.3 ms instead of 6.6-7.5; at 1-4 spare rows padding
+    costs more than it saves.
+    """
+    spare = rows % 8
+    return rows + (8 - spare) if spare >= 5 else rows
+
+
 def out_major_matmul(x, table):
     """`x @ table.T` for a few rows `x` `(..., in)` and a table stored `(out, in)`.
 
     Computed as `(table @ x_2d.T).T`, the product laid out `(out, rows)`: on
     CPUs (XLA, 2-16 rows) this runs 1.2-2.4x faster than `x @ kernel` with the
     kernel stored `(in, out)` and than `x @ table.T` (which XLA would otherwise
-    turn it back into). The transpose back touches only the small result.
+    turn it back into). The transpose back touches only the small result. Row
+    counts just short of a multiple of 8 are padded with zero rows
+    (`_padded_rows`), their results dropped.
     """
     shape = ops.shape(x)
     flat = ops.reshape(x, (-1, shape[-1]))
+    rows = flat.shape[0]
+    padded = _padded_rows(rows) if isinstance(rows, int) else rows
+    if padded != rows:
+        flat = ops.pad(flat, ((0, padded - rows), (0, 0)))
     product = ops.transpose(layout_barrier(ops.matmul(table, ops.transpose(flat))))
+    if padded != rows:
+        product = product[:rows]
     return ops.reshape(product, tuple(shape[:-1]) + (ops.shape(table)[0],))
 
 

@@ -309,7 +309,7 @@ def _loop_stage(
         hidden, cache = model.decode_with_cache(
             last, cache, cross_cache, index - 1, step_weights, out_major, prefix=prefix
         )
-        logits = model.logits(hidden[:, 0], transposed_embeddings=table)
+        logits = model.logits(hidden[:, 0], transposed_embeddings=table, out_major=out_major)
         rules = (suppress_mask, blank_mask, max_initial_index)
         return _logit_rules(spec, logits, tokens, index, sample_begin, *rules), cache
 

@@ -203,7 +203,7 @@ def _pool_stage(
             positions=position,
             cache_mask=visible,
         )
-        logits = model.logits(hidden[:, 0], transposed_embeddings=table)
+        logits = model.logits(hidden[:, 0], transposed_embeddings=table, out_major=out_major)
         # The no-speech probability at <|startoftranscript|>, before any rule.
         at_sot = ops.logical_and(position == sot_index, ops.logical_not(done))
         # (Only on steps where some row is there: a pass over the logits less.)
