@@ -507,6 +507,60 @@ def test_decode_loop_matches_openai_on_small_model(small, options):
         assert result.language == "en" and result.language_probs is None
 
 
+@pytest.fixture
+def growing_caches(monkeypatch):
+    """A fresh copy of the small model, with caches grown 2 positions at a time: each
+    row's own cache of a beam or `best_of` loop then starts at 2 positions and is
+    padded to 4, 8, 16 as the sequence reaches its end (`_own_cache_stages`)."""
+    monkeypatch.setattr(decoding_module, "CACHE_STEP", 2)
+    backbone = WhisperBackbone(**SMALL)
+    state_dict = random_state_dict(SMALL, seed=3)
+    state_dict["decoder.token_embedding.weight"] *= 2.0
+    state_dict["decoder.positional_embedding"] *= 5.0
+    assign_state_dict(backbone, state_dict)
+    return backbone
+
+
+def test_own_cache_stages_double_up_to_the_length():
+    step = decoding_module.CACHE_STEP
+    assert decoding_module._own_cache_stages(step) == [step]
+    assert decoding_module._own_cache_stages(4 * step) == [step, 2 * step, 4 * step]
+    assert decoding_module._own_cache_stages(7 * step) == [step, 2 * step, 4 * step, 7 * step]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        DecodingOptions(beam_size=3),
+        DecodingOptions(beam_size=2, patience=2.0, without_timestamps=True),
+    ],
+    ids=["beam3_ts", "beam2_patience"],
+)
+def test_beam_search_with_growing_caches_matches_openai(small, growing_caches, options):
+    _, tokenizer, features = small
+    results = generate(growing_caches, tokenizer, features, options)
+    lengths = []
+    for result, window in zip(results, features, strict=True):
+        tokens, sum_logprob = reference_decode(growing_caches, tokenizer, window, options)
+        assert result.tokens == tokens
+        assert result.sum_logprob == pytest.approx(sum_logprob, abs=1e-4)
+        lengths.append(len(tokens))
+    # The caches grew: some window decoded past the first stages.
+    assert max(lengths) > 4
+
+
+def test_sampling_with_growing_caches_draws_the_same_samples(small, growing_caches, monkeypatch):
+    _, tokenizer, features = small
+    options = DecodingOptions(temperature=1.0, best_of=3, without_timestamps=True)
+    grown = generate(growing_caches, tokenizer, features, options, seed=5)
+    monkeypatch.setattr(decoding_module, "CACHE_STEP", 64)  # one stage: no growth
+    whole = generate(growing_caches, tokenizer, features, options, seed=5)
+    assert [(r.tokens, r.sum_logprob) for r in grown] == [
+        (r.tokens, pytest.approx(r.sum_logprob, abs=1e-5)) for r in whole
+    ]
+    assert max(len(r.tokens) for r in grown) > 4
+
+
 @pytest.mark.parametrize("length", [1, 63, 64, 65, 130, 150])
 def test_beam_reorder_equals_a_gather_over_written_positions(length):
     """Beam search's in-place reorder copies moved rows only, and of each only the
