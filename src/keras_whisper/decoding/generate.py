@@ -396,10 +396,8 @@ def _growing_while_loop(cond, body, state, caches: tuple[int, ...], offset):
             keras.tree.map_structure(fit, x) if i in caches else x for i, x in enumerate(state)
         )
 
-    state = resize(state, stages[0])
     for i, length in enumerate(stages):
-        if i:
-            state = resize(state, length)
+        state = resize(state, length)
         if i == len(stages) - 1:
             return ops.while_loop(cond, body, state)
 
