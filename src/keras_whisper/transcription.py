@@ -344,8 +344,11 @@ def decode_with_fallback(
     `beam_size` and `patience` are dropped and `best_of` samples are drawn. If
     every temperature fails, the last result is returned (as openai-whisper does).
     `seed` (an int) makes the samples reproducible: temperature `i` of the list
-    samples with seed `seed + i`; `None` draws fresh ones.
+    samples with seed `seed + i`; `None` draws fresh ones. `features` may be the
+    window's log-mel features or its encoder output (`decoding.encode`); features are
+    encoded once, not at every temperature.
     """
+    features = encode(backbone, features)
     result = None
     for step, temperature in enumerate(temperatures):
         result = generate(
@@ -606,9 +609,9 @@ def transcribe_segments(
                     continue
                 window = pad_or_trim(mel[seek : seek + segment_size], N_FRAMES, axis=0)
                 window = window[None].astype("float32")
-                if word_timestamps or multilingual:
-                    # Decoded, then aligned with; or whose language is detected first.
-                    window = encode(backbone, window)
+                # Encoded once: decoded at every temperature of the fallback, and
+                # possibly first detected the language of and later aligned with.
+                window = encode(backbone, window)
                 window_options = options
                 if multilingual:
                     _, probabilities = detect_language(backbone, tokenizer, window)
