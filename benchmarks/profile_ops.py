@@ -12,6 +12,12 @@ Run (the first 30 s of a file of `../shared/audio`, English):
     python benchmarks/profile_ops.py --preset whisper_tiny_en --stage beam5
     python benchmarks/profile_ops.py --preset whisper_base_multi --stage encode --top 20
 
+With `--steps` it prints instead how a decoding step's wall time splits, as medians over
+every step of the traced calls: the logits product, what follows it up to the next
+decoder product (the logit rules and the token choice), and the rest (the decoder
+layers). Steps vary by a few milliseconds on a shared machine; these medians over
+~200 steps are steadier than end-to-end times for an A/B of two commits.
+
 Stages: `encode` (one 30-s window), `greedy`, `beamN` (beam search with N beams),
 `sampleN` (N samples at temperature 0.5): `generate()` on a precomputed encoder
 output, the decoding loop being most of it. Pin the process to the benchmark's 2
@@ -91,6 +97,48 @@ def exclusive_times(trace_dir: str) -> dict[str, list[float]]:
     return totals
 
 
+def _events(trace_dir: str) -> list[tuple[int, int, str]]:
+    """`(start ns, end ns, name)` of the XLA operations on the worker threads, in order."""
+    from jax.profiler import ProfileData
+
+    (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+    events = []
+    for plane in ProfileData.from_file(path).planes:
+        for line in plane.lines:
+            if "XLAEigen" not in line.name:
+                continue
+            for e in line.events:
+                if e.name.startswith(("dot", "ynn", "wrapped")) or "fusion" in e.name:
+                    events.append((e.start_ns, e.start_ns + e.duration_ns, e.name))
+    return sorted(events)
+
+
+def step_split(events: list[tuple[int, int, str]]) -> dict[str, list[float]]:
+    """Each decoding step's wall time, in us: `step` (one logits product's start to the
+    next one's), `logits` (the product), `rules` (its end to the next product's start).
+
+    The logits product is the operation taking over 1.2 ms a call on average that runs
+    more than 10 times (the vocabulary table is by far the largest read of a step); the
+    first five steps are left out (compilation-free but cache-cold).
+    """
+    total: dict[str, float] = collections.Counter()
+    count: dict[str, int] = collections.Counter()
+    for start, end, name in events:
+        total[name] += end - start
+        count[name] += 1
+    logits = {n for n in total if count[n] > 10 and total[n] / count[n] > 1.2e6}
+    marks = [i for i, e in enumerate(events) if e[2] in logits]
+    split: dict[str, list[float]] = collections.defaultdict(list)
+    for a, b in zip(marks[5:-1], marks[6:], strict=True):
+        start, end, _ = events[a]
+        after = [e for e in events[a + 1 : b] if e[2].startswith(("dot", "ynn")) and e[0] >= end]
+        split["step"].append((events[b][0] - start) / 1e3)
+        split["logits"].append((end - start) / 1e3)
+        if after:
+            split["rules"].append((after[0][0] - end) / 1e3)
+    return split
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="whisper_tiny_en")
@@ -98,7 +146,12 @@ def main() -> None:
     parser.add_argument("--audio", default=DEFAULT_AUDIO, help="the first 30 s are used")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--top", type=int, default=40, help="operations to list")
+    parser.add_argument(
+        "--steps", action="store_true", help="the median split of a decoding step instead"
+    )
     args = parser.parse_args()
+    if args.steps and args.stage == "encode":
+        parser.error("--steps needs a decoding stage (greedy, beamN or sampleN).")
 
     task = keras_whisper.WhisperSpeechToText.from_preset(args.preset)
     backbone, tokenizer = task.backbone, task.tokenizer
@@ -133,6 +186,18 @@ def main() -> None:
             for _ in range(args.repeats):
                 call()
         totals = exclusive_times(trace_dir)
+        if args.steps:
+            split = step_split(_events(trace_dir))
+            print(f"{args.preset} {args.stage}: {wall:.1f} ms a call (untraced); a step, us:")
+            for part in ("step", "logits", "rules"):
+                values = sorted(split[part])
+                if values:
+                    q25, q50 = values[len(values) // 4], values[len(values) // 2]
+                    print(
+                        f"  {part:7s} median {q50:8.1f}  25th percentile {q25:8.1f}  n={len(values)}"
+                    )
+            print("  (rules: from the logits product's end to the next decoder product)")
+            return
 
     work = {
         name: (ms / args.repeats, count / args.repeats)
