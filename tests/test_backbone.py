@@ -107,6 +107,31 @@ def test_blocked_encoder_attention_matches_numpy_reference(monkeypatch):
     np.testing.assert_allclose(out, encode(features, sd, num_heads=4), atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("width", [40, 3072, 51864, 51865])
+@pytest.mark.parametrize("k", [1, 6])
+def test_top_k_matches_a_stable_sort(width, k):
+    """`layers.top_k` (two stages over blocks on JAX/CPU) against NumPy's stable sort:
+    the same values and indices, ties to the lower index, with -inf entries, a row of
+    many ties and a row of only -inf."""
+    from keras_whisper import layers
+
+    rng = np.random.default_rng(width + k)
+    x = (rng.standard_normal((5, width)) * 3).astype("float32")
+    x[1, rng.random(width) < 0.5] = -np.inf
+    x[2] = np.round(x[2])  # many ties, a few of them at the top
+    x[3] = -np.inf
+    x[4, -3:] = 50.0  # the best in the last (padded) block
+    order = np.argsort(-x, axis=-1, kind="stable")[:, :k]
+    values, indices = layers.top_k(keras.ops.convert_to_tensor(x), k)
+    values, indices = keras.ops.convert_to_numpy(values), keras.ops.convert_to_numpy(indices)
+    np.testing.assert_array_equal(values, np.take_along_axis(x, order, axis=-1))
+    np.testing.assert_array_equal(np.take_along_axis(x, indices, axis=-1), values)
+    if keras.backend.backend() == "jax":
+        # XLA's top-k breaks ties by index, and so must the two stages; PyTorch's does
+        # not promise an order among ties.
+        np.testing.assert_array_equal(indices, order)
+
+
 @pytest.mark.parametrize("width", [1, 32, 33, 63, 449, 1500, 51865])
 def test_row_reductions_match_numpy(width):
     """Row max, argmax, sum, softmax, log-softmax and logsumexp (folded on JAX/CPU, odd

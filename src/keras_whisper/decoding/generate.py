@@ -503,7 +503,7 @@ def _beam_loop(
     def body(index, tokens, cache, spare, sum_logprobs, fin_tokens, fin_scores, fin_end, fin_count):
         logits, cache = next_logits(index, tokens, cache)
         logprobs = layers.log_softmax(logits)
-        top_logprobs, top_ids = ops.top_k(logprobs, per_beam)
+        top_logprobs, top_ids = layers.top_k(logprobs, per_beam)
         scores = sum_logprobs[:, None] + top_logprobs
         # First step: the beams are copies; OpenAI's tuple-keyed merge keeps one set.
         valid = ops.logical_or(index != sample_begin, beam_of_row == 0)
