@@ -21,7 +21,7 @@ from pathlib import Path
 
 from data import REPO_ROOT
 
-SECTION_ORDER = ("environment", "e2e", "e2e-beam5", "model", "roofline", "coldstart")
+SECTION_ORDER = ("environment", "e2e", "e2e-latest", "model", "roofline", "coldstart")
 MODEL_ORDER = ("machine", "tiny_en", "base")
 # Foreign CPU load (CPUs) above which a block is flagged as measured on a busy machine.
 BUSY_THRESHOLD = 0.2
