@@ -13,9 +13,8 @@ Run (the first 30 s of a file of `../shared/audio`, English):
     python benchmarks/profile_ops.py --preset whisper_base_multi --stage encode --top 20
 
 With `--steps` it prints instead how a decoding step's wall time splits, as medians over
-every step of the traced calls: the logits product, what follows it up to the next
-decoder product (the logit rules and the token choice), and the rest (the decoder
-layers). Steps vary by a few milliseconds on a shared machine; these medians over
+every step of the traced calls: the whole step, its logits product, and what follows that
+product up to the next decoder product (the logit rules and the token choice). Steps vary by a few milliseconds on a shared machine; these medians over
 ~200 steps are steadier than end-to-end times for an A/B of two commits.
 
 Stages: `encode` (one 30-s window), `greedy`, `beamN` (beam search with N beams),
@@ -64,11 +63,17 @@ def decoding_options(stage: str) -> DecodingOptions:
     raise ValueError(f"Unknown stage {stage!r}: use encode, greedy, beamN or sampleN.")
 
 
-def exclusive_times(trace_dir: str) -> dict[str, list[float]]:
-    """`{operation: [total exclusive ms, count]}` over the XLA worker threads of a trace."""
+def _worker_lines(trace_dir: str) -> list:
+    """The XLA worker threads' event lines of the trace in `trace_dir`."""
     from jax.profiler import ProfileData
 
     (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+    planes = ProfileData.from_file(path).planes
+    return [line for plane in planes for line in plane.lines if "XLAEigen" in line.name]
+
+
+def exclusive_times(trace_dir: str) -> dict[str, list[float]]:
+    """`{operation: [total exclusive ms, count]}` over the XLA worker threads of a trace."""
     totals: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
 
     def close(item: list) -> None:
@@ -76,41 +81,32 @@ def exclusive_times(trace_dir: str) -> dict[str, list[float]]:
         entry[0] += (item[3] - item[2]) / 1e6
         entry[1] += 1
 
-    for plane in ProfileData.from_file(path).planes:
-        for line in plane.lines:
-            if "XLAEigen" not in line.name:
-                continue
-            events = sorted(
-                ((e.start_ns, e.start_ns + e.duration_ns, e.name) for e in line.events),
-                key=lambda e: (e[0], -e[1]),
-            )
-            # Events on a thread nest: a stack of [end, name, children's time, duration].
-            stack: list[list] = []
-            for start, end, name in events:
-                while stack and stack[-1][0] <= start:
-                    close(stack.pop())
-                if stack:
-                    stack[-1][2] += end - start
-                stack.append([end, name, 0, end - start])
-            while stack:
+    for line in _worker_lines(trace_dir):
+        events = sorted(
+            ((e.start_ns, e.start_ns + e.duration_ns, e.name) for e in line.events),
+            key=lambda e: (e[0], -e[1]),
+        )
+        # Events on a thread nest: a stack of [end, name, children's time, duration].
+        stack: list[list] = []
+        for start, end, name in events:
+            while stack and stack[-1][0] <= start:
                 close(stack.pop())
+            if stack:
+                stack[-1][2] += end - start
+            stack.append([end, name, 0, end - start])
+        while stack:
+            close(stack.pop())
     return totals
 
 
 def _events(trace_dir: str) -> list[tuple[int, int, str]]:
     """`(start ns, end ns, name)` of the XLA operations on the worker threads, in order."""
-    from jax.profiler import ProfileData
-
-    (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
-    events = []
-    for plane in ProfileData.from_file(path).planes:
-        for line in plane.lines:
-            if "XLAEigen" not in line.name:
-                continue
-            for e in line.events:
-                if e.name.startswith(("dot", "ynn", "wrapped")) or "fusion" in e.name:
-                    events.append((e.start_ns, e.start_ns + e.duration_ns, e.name))
-    return sorted(events)
+    return sorted(
+        (e.start_ns, e.start_ns + e.duration_ns, e.name)
+        for line in _worker_lines(trace_dir)
+        for e in line.events
+        if e.name.startswith(("dot", "ynn", "wrapped")) or "fusion" in e.name
+    )
 
 
 def step_split(events: list[tuple[int, int, str]]) -> dict[str, list[float]]:
@@ -131,11 +127,12 @@ def step_split(events: list[tuple[int, int, str]]) -> dict[str, list[float]]:
     split: dict[str, list[float]] = collections.defaultdict(list)
     for a, b in zip(marks[5:-1], marks[6:], strict=True):
         start, end, _ = events[a]
-        after = [e for e in events[a + 1 : b] if e[2].startswith(("dot", "ynn")) and e[0] >= end]
+        products = (e for e in events[a + 1 : b] if e[2].startswith(("dot", "ynn")))
+        after = next((e for e in products if e[0] >= end), None)
         split["step"].append((events[b][0] - start) / 1e3)
         split["logits"].append((end - start) / 1e3)
         if after:
-            split["rules"].append((after[0][0] - end) / 1e3)
+            split["rules"].append((after[0] - end) / 1e3)
     return split
 
 
@@ -185,7 +182,6 @@ def main() -> None:
         with jax.profiler.trace(trace_dir):
             for _ in range(args.repeats):
                 call()
-        totals = exclusive_times(trace_dir)
         if args.steps:
             split = step_split(_events(trace_dir))
             print(f"{args.preset} {args.stage}: {wall:.1f} ms a call (untraced); a step, us:")
@@ -198,6 +194,7 @@ def main() -> None:
                     )
             print("  (rules: from the logits product's end to the next decoder product)")
             return
+        totals = exclusive_times(trace_dir)
 
     work = {
         name: (ms / args.repeats, count / args.repeats)

@@ -609,8 +609,8 @@ def transcribe_segments(
                     continue
                 window = pad_or_trim(mel[seek : seek + segment_size], N_FRAMES, axis=0)
                 window = window[None].astype("float32")
-                # Encoded once: decoded at every temperature of the fallback, and
-                # possibly first detected the language of and later aligned with.
+                # Encoded once, for the language detection, every temperature of the
+                # fallback and the word alignment alike.
                 window = encode(backbone, window)
                 window_options = options
                 if multilingual:
