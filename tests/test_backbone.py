@@ -354,6 +354,33 @@ def test_cached_decoding_matches_full_forward_pass(layout):
     )
 
 
+@pytest.mark.parametrize("output_index", [0, 3, 5])
+def test_prompt_with_one_output_matches_full_forward_pass(output_index):
+    """A prefill that reads one position's output (the start of transcript's, for the
+    no-speech probability): that output, and a cache from which decoding goes on as
+    after a full pass, against the NumPy reference."""
+    backbone, sd = small_backbone()
+    inputs = small_inputs(tokens=10)
+    tokens = inputs["decoder_token_ids"]
+    audio = backbone.encode(inputs["encoder_features"])
+    reference = decode(tokens, keras.ops.convert_to_numpy(audio), sd, 4)
+    cross = backbone.cross_attention_cache(audio)
+    cache = backbone.empty_self_attention_cache(batch_size=2)
+    index = keras.ops.convert_to_tensor(output_index, "int32")
+    hidden, cache = backbone.decode_with_cache(tokens[:, :6], cache, cross, 0, output_index=index)
+    assert tuple(hidden.shape) == (2, 1, backbone.hidden_dim)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(hidden)[:, 0], reference[:, output_index], atol=3e-5, rtol=1e-4
+    )
+    steps = []
+    for i in range(6, 10):
+        hidden, cache = backbone.decode_with_cache(tokens[:, i : i + 1], cache, cross, i)
+        steps.append(keras.ops.convert_to_numpy(hidden))
+    np.testing.assert_allclose(
+        np.concatenate(steps, axis=1), reference[:, 6:], atol=3e-5, rtol=1e-4
+    )
+
+
 @pytest.mark.parametrize("out_major", [False, True])
 def test_rows_sharing_a_prompt_match_full_forward_pass(out_major):
     """Beam search's layout: each audio's prompt decoded once, then three rows per audio,

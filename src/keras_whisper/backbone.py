@@ -594,6 +594,7 @@ class WhisperBackbone(Backbone):
         positions=None,
         cache_mask=None,
         prefix=None,
+        output_index=None,
     ):
         """Decoder outputs for new tokens, reusing and extending the caches.
 
@@ -626,10 +627,16 @@ class WhisperBackbone(Backbone):
                 whose first `prefix_length` (int scalar) positions are the
                 sequence's first ones; `self_cache` then holds the positions from
                 `prefix_length` on, position `p` in slot `p - prefix_length`.
+            output_index: optional int scalar `i` (Python or tensor): return the
+                output of new token `i` only, `(batch, 1, hidden_dim)`. The cache
+                is the same; the last layer computes its attention and MLP for
+                that token alone (a prompt of `n` tokens whose outputs but one
+                are not read: about `1 / num_layers` of the work less).
 
         Returns:
             `(decoder_sequence_output, self_cache)`: `(batch, n, hidden_dim)`
-            after the final LayerNorm, and the updated cache.
+            (`(batch, 1, hidden_dim)` with `output_index`) after the final
+            LayerNorm, and the updated cache.
         """
         if prefix is not None and positions is not None:
             raise ValueError("`prefix` and `positions` cannot be combined.")
@@ -657,11 +664,23 @@ class WhisperBackbone(Backbone):
         masks = (cache_mask, new_mask)
         step_weights = (None,) * len(layers) if step_weights is None else step_weights
         updated = []
-        for layer, layer_self, layer_cross, layer_step, layer_prefix in zip(
-            layers, self_cache, cross_cache, step_weights, prefix_cache, strict=True
+        for i, (layer, layer_self, layer_cross, layer_step, layer_prefix) in enumerate(
+            zip(layers, self_cache, cross_cache, step_weights, prefix_cache, strict=True)
         ):
+            last = output_index is not None and i == len(layers) - 1
+            if last:
+                # The one new token's row of the causal mask.
+                masks = (cache_mask, (new_positions <= output_index)[None, None, None, :])
             x, layer_self = layer.call_with_cache(
-                x, layer_self, layer_cross, slot, masks, layer_step, out_major, layer_prefix
+                x,
+                layer_self,
+                layer_cross,
+                slot,
+                masks,
+                layer_step,
+                out_major,
+                layer_prefix,
+                output_index if last else None,
             )
             updated.append(layer_self)
         return self.decoder_layer_norm(x), tuple(updated)

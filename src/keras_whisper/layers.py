@@ -1131,6 +1131,7 @@ class WhisperDecoderBlock(_Block):
         step=None,
         out_major=False,
         prefix=None,
+        output_index=None,
     ):
         """One decoding step (any number of new tokens) with explicit caches.
 
@@ -1153,6 +1154,12 @@ class WhisperDecoderBlock(_Block):
             prefix: optional `(keys, values, mask)` of this layer's self-attention
                 over positions before `self_cache`'s, shared by groups of rows
                 (`WhisperAttention.attend_with_cache`).
+            output_index: optional int scalar: compute the output of this one new
+                token only (`(batch, 1, hidden_dim)`), while every new token's keys
+                and values still go into the cache (a prompt's last layer, whose
+                other outputs nobody reads). `self_attention_masks`' new-token mask
+                must then be that token's row, broadcastable to
+                `(batch, 1, 1, new_tokens)`.
 
         Returns:
             `(outputs, self_cache)` with the cache updated.
@@ -1168,6 +1175,10 @@ class WhisperDecoderBlock(_Block):
         )
         keys = ops.cast(keys, cache_keys.dtype)
         values = ops.cast(values, cache_values.dtype)
+        if output_index is not None:
+            batch, heads, _, head_dim = ops.shape(query)
+            query = ops.slice(query, (0, 0, output_index, 0), (batch, heads, 1, head_dim))
+            x = ops.slice(x, (0, output_index, 0), (batch, 1, ops.shape(x)[2]))
         cache_mask, new_mask = self_attention_masks
         h = self.self_attention.attend_with_cache(
             query,

@@ -65,8 +65,9 @@ from keras_whisper import layers
 from keras_whisper.decoding import compilation_cache, filters
 from keras_whisper.decoding.options import DecodingOptions, DecodingResult
 
-# Prompt lengths are padded up to one of these (then to the decoder's context).
-PROMPT_BUCKETS = (8, 16, 32, 64, 128, 256)
+# Prompt lengths are padded up to one of these, then to `_longest_prompt(n_ctx)`, then to
+# the decoder's context.
+PROMPT_BUCKETS = (8, 16, 32, 64, 128)
 # The self-attention cache's length is a multiple of this (at most the context).
 CACHE_STEP = 64
 # Greedy decoding of several rows drops finished rows, halving the loop (see `_sampling_loop`).
@@ -239,9 +240,12 @@ def _prefill_stage(model, cross_cache, cache, start, prompt, sot_index, no_speec
     # The empty cache and the start position (0) come in as arguments: as constants,
     # XLA would fold the fully masked attention over the empty cache at compile time
     # (seconds per prompt bucket).
-    hidden, cache = model.decode_with_cache(prompt, cache, cross_cache, start)
-    at_sot = ops.take(hidden, sot_index, axis=1)
-    probs = ops.softmax(model.logits(at_sot), axis=-1)
+    # Only the start of transcript's output is read (for the no-speech probability): the
+    # last layer computes the rest of the prompt's keys and values only.
+    hidden, cache = model.decode_with_cache(
+        prompt, cache, cross_cache, start, output_index=sot_index
+    )
+    probs = ops.softmax(model.logits(hidden[:, 0]), axis=-1)
     return cache, ops.take(probs, no_speech_id, axis=1)
 
 
@@ -847,8 +851,20 @@ def _loop_args(backbone, tokenizer, options, suppress_ids, sample_begin, limit, 
     )
 
 
+def _longest_prompt(n_ctx: int) -> int:
+    """The longest initial tokens without a prefix or hotwords, rounded up to 8.
+
+    `<|startofprev|>`, the previous text's last `n_ctx // 2 - 1` tokens and a start
+    sequence of at most four tokens (`<|startoftranscript|>`, language, task,
+    `<|notimestamps|>`): 228 for Whisper's 448, padded to 232. Once a transcript is a
+    window or two long every window's prompt is about that long, and its prefill's work
+    grows with the padded length (256, the next power of two, would be 10 % more).
+    """
+    return -(-(n_ctx // 2 + 4) // 8) * 8
+
+
 def _bucket(length: int, n_ctx: int) -> int:
-    for size in PROMPT_BUCKETS:
+    for size in (*PROMPT_BUCKETS, _longest_prompt(n_ctx)):
         if size >= length:
             return min(size, n_ctx)
     return n_ctx
@@ -1004,7 +1020,7 @@ def generate(
         # The rows of an audio share its prompt (`_loop_stage`): the prefill's cache
         # holds the prompt, once per audio, and each row's own cache the positions
         # from the prompt's last token on (`limit - sample_begin` of them). With a
-        # 224-token prompt a beam-5 step reads 256 + 5 x 256 cached positions instead
+        # 224-token prompt a beam-5 step reads 232 + 5 x 256 cached positions instead
         # of 5 x 448, and reorders only the beams' own.
         own_length = min(n_ctx, -(-(limit - sample_begin) // CACHE_STEP) * CACHE_STEP)
         own_cache = backbone.empty_self_attention_cache(n_audio * group, own_length)
