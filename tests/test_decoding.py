@@ -13,6 +13,7 @@ Oracles:
 
 from __future__ import annotations
 
+import collections
 import importlib
 import json
 import os
@@ -613,6 +614,38 @@ def test_decoding_follows_new_weights(small, rows):
     finally:
         table.assign(original)
     assert after == expected and after[0][1] == other
+
+
+@pytest.mark.parametrize("first", [dict(), dict(beam_size=3)], ids=["greedy", "beams"])
+def test_calls_sharing_a_memo_decode_alike_and_compute_once(small, monkeypatch, first):
+    """Temperature fallback's calls on one window (`generate(memo=...)`): the results of
+    calls without a memo, with the window's cross-attention keys and values and its
+    prompt's prefill computed once. (At this model's 24-token context greedy's cache and
+    the samples' shared prompt cache have the same length, so the samples read the
+    greedy call's prefill: no loop writes to it.)"""
+    backbone, tokenizer, features = small
+    window = features[:1]
+    runs = [
+        DecodingOptions(prompt=[5, 6, 7], **first),
+        DecodingOptions(prompt=[5, 6, 7], temperature=0.5, best_of=3),
+        DecodingOptions(prompt=[5, 6, 7], temperature=1.0, best_of=3),
+    ]
+    alone = [generate(backbone, tokenizer, window, o, seed=3)[0] for o in runs]
+    calls = collections.Counter()
+    run = decoding_module._run
+
+    def counting(backbone, key, *args, **kwargs):
+        calls[key[0]] += 1
+        return run(backbone, key, *args, **kwargs)
+
+    monkeypatch.setattr(decoding_module, "_run", counting)
+    memo = {}
+    shared = [generate(backbone, tokenizer, window, o, seed=3, memo=memo)[0] for o in runs]
+    assert [(r.tokens, r.sum_logprob, r.no_speech_prob) for r in shared] == [
+        (r.tokens, r.sum_logprob, r.no_speech_prob) for r in alone
+    ]
+    assert len({tuple(r.tokens) for r in alone}) > 1  # the runs decode differently
+    assert (calls["cross"], calls["prefill"]) == (1, 1)
 
 
 def test_sampling_is_seeded_and_scores_untempered_logprobs(small):

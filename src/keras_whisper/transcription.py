@@ -346,9 +346,11 @@ def decode_with_fallback(
     `seed` (an int) makes the samples reproducible: temperature `i` of the list
     samples with seed `seed + i`; `None` draws fresh ones. `features` may be the
     window's log-mel features or its encoder output (`decoding.encode`); features are
-    encoded once, not at every temperature.
+    encoded once, not at every temperature, and the window's cross-attention keys and
+    values and its prompt's prefill are computed once too (`generate`'s `memo`).
     """
     features = encode(backbone, features)
+    memo: dict = {}
     result = None
     for step, temperature in enumerate(temperatures):
         result = generate(
@@ -357,6 +359,7 @@ def decode_with_fallback(
             features,
             window_options(options, temperature, best_of),
             seed=None if seed is None else seed + step,
+            memo=memo,
         )[0]
         needs_fallback = False
         if (

@@ -921,6 +921,7 @@ def generate(
     options: DecodingOptions | None = None,
     *,
     seed: int | None = None,
+    memo: dict | None = None,
 ) -> list[DecodingResult]:
     """Decode a batch of 30-second windows, as openai-whisper's `decode()`.
 
@@ -942,6 +943,12 @@ def generate(
             timestamps.
         seed: int. Seed of the sampler when `options.temperature > 0`. Defaults to
             `None`: drawn from NumPy's global generator.
+        memo: optional dict, empty at first, for a caller that decodes the same
+            windows again with other options (temperature fallback decodes a window
+            up to six times): the calls that share it compute the windows'
+            cross-attention keys and values, detected languages and each prompt's
+            prefill once and keep them there. Never share one between different
+            windows or models.
 
     Returns:
         A list of `DecodingResult`, one per window.
@@ -968,12 +975,17 @@ def generate(
         return []
     encoder_output = _encoder_output(backbone, features_or_encoder_output)
     n_audio = int(encoder_output.shape[0])
-    cross_cache = _run(backbone, ("cross",), _cross_stage, encoder_output)
+    memo = {} if memo is None else memo
+    if "cross" not in memo:
+        memo["cross"] = _run(backbone, ("cross",), _cross_stage, encoder_output)
+    cross_cache = memo["cross"]
 
     # Language and the initial tokens (one row per audio; only the language differs).
     language_probs = None
     if tokenizer.is_multilingual and options.language is None:
-        language_tokens, language_probs = _language_probs(backbone, tokenizer, cross_cache, n_audio)
+        if "language" not in memo:
+            memo["language"] = _language_probs(backbone, tokenizer, cross_cache, n_audio)
+        language_tokens, language_probs = memo["language"]
         codes = dict(zip(tokenizer.all_language_tokens, tokenizer.all_language_codes, strict=True))
         languages = [codes[t] for t in language_tokens]
     else:
@@ -1029,17 +1041,23 @@ def generate(
     # Prefill.
     prompt = np.full((n_audio, padded), tokenizer.eot, dtype="int32")
     prompt[:, :sample_begin] = initial
-    self_cache, no_speech = _run(
-        backbone,
-        ("prefill",),
-        _prefill_stage,
-        cross_cache,
-        backbone.empty_self_attention_cache(n_audio, cache_length),
-        np.int32(0),
-        prompt,
-        np.int32(sot_index),
-        np.int32(tokenizer.no_speech),
-    )
+    # The loops never write to the prefill's cache (a new one comes out), so calls
+    # sharing `memo` may read it again: beam search and the fallback temperatures'
+    # samples lay it out alike.
+    prefill_key = ("prefill", prompt.tobytes(), prompt.shape, sot_index, cache_length)
+    if prefill_key not in memo:
+        memo[prefill_key] = _run(
+            backbone,
+            ("prefill",),
+            _prefill_stage,
+            cross_cache,
+            backbone.empty_self_attention_cache(n_audio, cache_length),
+            np.int32(0),
+            prompt,
+            np.int32(sot_index),
+            np.int32(tokenizer.no_speech),
+        )
+    self_cache, no_speech = memo[prefill_key]
 
     # The loop.
     max_candidates = round(group * (options.patience or 1.0)) if mode == "beam" else 0
