@@ -529,6 +529,20 @@ def test_prompt_longer_than_the_context_keeps_its_end(tiny):
     assert [t for s in result.segments for t in s.tokens] == alone.tokens
 
 
+def test_window_prompt_is_the_text_since_the_reset_that_decoding_keeps():
+    """A long transcript's windows are prompted with its last 223 tokens at most (all that
+    decoding reads), never with the whole history: an hour of text is not copied and
+    checked again at every window."""
+    window_prompt = importlib.import_module("keras_whisper.transcription")._window_prompt
+    history = list(range(1000))
+    assert window_prompt(history, [], 0, False, 223, 223) == history[-223:]
+    assert window_prompt(history, [], 900, False, 223, 223) == history[900:]
+    assert window_prompt(history, [], 1000, False, 223, 223) == []
+    # Carrying the initial prompt: that prompt, then the latest text that fits.
+    initial = history[:5]
+    assert window_prompt(history, initial, 0, True, 218, 223) == initial + history[-218:]
+
+
 # ---------------------------------------------------------------------------------------------
 # The task: generate on batches, presets, fit
 # ---------------------------------------------------------------------------------------------

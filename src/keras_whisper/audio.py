@@ -789,9 +789,12 @@ def _hann_window(length: int) -> np.ndarray:
 
 
 def _normalise_log_mel(mel: np.ndarray) -> np.ndarray:
-    log_spec = np.log10(np.maximum(mel, _LOG_FLOOR))
-    log_spec = np.maximum(log_spec, log_spec.max() - _DYNAMIC_RANGE)
-    return ((log_spec + 4.0) / 4.0).astype(np.float32)
+    """OpenAI's log, dynamic-range floor and scaling, in place in `mel` (float64)."""
+    log_spec = np.log10(np.maximum(mel, _LOG_FLOOR, out=mel), out=mel)
+    np.maximum(log_spec, log_spec.max() - _DYNAMIC_RANGE, out=log_spec)
+    log_spec += 4.0
+    log_spec /= 4.0
+    return log_spec.astype(np.float32)
 
 
 def log_mel_spectrogram(
@@ -843,19 +846,24 @@ def log_mel_spectrogram(
     hop_length = _check_positive_int(hop_length, "hop_length")
     if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
         raise AudioError(f"`padding` must be a non-negative integer, got {padding!r}.")
-    if padding:
-        audio = np.concatenate([audio, np.zeros(int(padding), dtype=np.float32)])
     half = n_fft // 2
-    num_frames = audio.size // hop_length
-    if audio.size <= half or num_frames < 1:
+    length = audio.size + int(padding)  # after the zeros
+    num_frames = length // hop_length
+    if length <= half or num_frames < 1:
         raise AudioError(
-            f"Audio of {audio.size} samples (after padding) is too short for a log-mel "
+            f"Audio of {length} samples (after padding) is too short for a log-mel "
             f"spectrogram: it needs at least {max(half + 1, hop_length)} samples. Pad it (e.g. "
             "`padding=N_SAMPLES` or `pad_or_trim`)."
         )
     bands = _filter_bands(num_mels, sampling_rate, n_fft)
     window = _hann_window(n_fft)
-    padded = np.pad(audio.astype(np.float64), half, mode="reflect")
+    # The zero-extended signal reflect-padded by `half` on both sides, built in one float32
+    # buffer (`np.pad(..., mode="reflect")`'s values; each block of frames is widened to
+    # float64 as it is windowed): one copy of a long file instead of three in float64.
+    padded = np.zeros(length + 2 * half, dtype=np.float32)
+    padded[half : half + audio.size] = audio
+    padded[:half] = padded[2 * half : half : -1]
+    padded[half + length :] = padded[half + length - 2 : length - 2 : -1]
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length][:num_frames]
     mel = np.empty((num_frames, len(bands)), dtype=np.float64)
     for start in range(0, num_frames, _STFT_BLOCK_FRAMES):

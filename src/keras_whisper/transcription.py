@@ -621,7 +621,12 @@ def transcribe_segments(
                     spoken = max(probabilities[0], key=probabilities[0].get)
                     window_options = dataclasses.replace(options, language=spoken)
                 prompt = _window_prompt(
-                    all_tokens, initial_tokens, prompt_reset_since, carry_initial_prompt, room
+                    all_tokens,
+                    initial_tokens,
+                    prompt_reset_since,
+                    carry_initial_prompt,
+                    room,
+                    backbone.max_decoder_sequence_length // 2 - 1,
                 )
                 result = decode_with_fallback(
                     backbone,
@@ -731,12 +736,15 @@ def _window_prompt(
     reset_since: int,
     carry_initial: bool,
     room: int,
+    keep: int,
 ) -> list[int]:
-    """The previous text a window is prompted with: all of it since the last reset; or,
-    carrying the initial prompt, that prompt then the latest text that fits in `room`
-    tokens (openai-whisper's `carry_initial_prompt`)."""
+    """The previous text a window is prompted with: all of it since the last reset (of
+    which decoding keeps the last `keep` tokens, so only those are passed: an hour's
+    transcript is not copied and checked at every window); or, carrying the initial
+    prompt, that prompt then the latest text that fits in `room` tokens
+    (openai-whisper's `carry_initial_prompt`)."""
     if not carry_initial:
-        return all_tokens[reset_since:]
+        return all_tokens[max(reset_since, len(all_tokens) - keep) :]
     since = max(len(initial_tokens), reset_since)
     return initial_tokens + (all_tokens[since:][-room:] if room > 0 else [])
 
