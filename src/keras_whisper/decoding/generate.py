@@ -863,6 +863,15 @@ def _longest_prompt(n_ctx: int) -> int:
     return -(-(n_ctx // 2 + 4) // 8) * 8
 
 
+def _empty_cache(backbone, rows: int, length: int) -> tuple:
+    """`backbone.empty_self_attention_cache(rows, length)` with one zero tensor read by
+    every layer (the stages only read it: their caches come out new), made in one
+    dispatch instead of one per layer and key/value (~0.5 ms each on JAX)."""
+    shape = (rows, backbone.num_heads, length, backbone.head_dim)
+    zeros = ops.zeros(shape, dtype=backbone.cache_dtype)
+    return tuple((zeros, zeros) for _ in backbone.decoder_transformer_layers)
+
+
 def _bucket(length: int, n_ctx: int) -> int:
     for size in (*PROMPT_BUCKETS, _longest_prompt(n_ctx)):
         if size >= length:
@@ -1035,7 +1044,7 @@ def generate(
         # 224-token prompt a beam-5 step reads 232 + 5 x 256 cached positions instead
         # of 5 x 448, and reorders only the beams' own.
         own_length = min(n_ctx, -(-(limit - sample_begin) // CACHE_STEP) * CACHE_STEP)
-        own_cache = backbone.empty_self_attention_cache(n_audio * group, own_length)
+        own_cache = _empty_cache(backbone, n_audio * group, own_length)
         cache_length = min(n_ctx, max(padded, CACHE_STEP))
 
     # Prefill.
@@ -1051,7 +1060,7 @@ def generate(
             ("prefill",),
             _prefill_stage,
             cross_cache,
-            backbone.empty_self_attention_cache(n_audio, cache_length),
+            _empty_cache(backbone, n_audio, cache_length),
             np.int32(0),
             prompt,
             np.int32(sot_index),
