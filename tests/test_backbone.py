@@ -322,6 +322,17 @@ def test_encode_matches_functional_output():
     )
 
 
+def ten_tokens_against_reference(backbone, sd):
+    """Two rows of 10 tokens, the NumPy reference's decoder outputs for them, the
+    cross-attention cache of their audio and an empty self-attention cache."""
+    inputs = small_inputs(tokens=10)
+    tokens = inputs["decoder_token_ids"]
+    audio = backbone.encode(inputs["encoder_features"])
+    reference = decode(tokens, keras.ops.convert_to_numpy(audio), sd, 4)
+    cross = backbone.cross_attention_cache(audio)
+    return tokens, reference, cross, backbone.empty_self_attention_cache(batch_size=2)
+
+
 @pytest.mark.parametrize("layout", [None, "fused_qkv", "out_major"])
 def test_cached_decoding_matches_full_forward_pass(layout):
     backbone, sd = small_backbone()
@@ -329,12 +340,7 @@ def test_cached_decoding_matches_full_forward_pass(layout):
     # transposed for the out-major products) give the same outputs.
     out_major = layout == "out_major"
     step_weights = backbone.step_weights(out_major) if layout else None
-    inputs = small_inputs(tokens=10)
-    tokens = inputs["decoder_token_ids"]
-    audio = backbone.encode(inputs["encoder_features"])
-    reference = decode(tokens, keras.ops.convert_to_numpy(audio), sd, 4)
-    cross = backbone.cross_attention_cache(audio)
-    cache = backbone.empty_self_attention_cache(batch_size=2)
+    tokens, reference, cross, cache = ten_tokens_against_reference(backbone, sd)
     # A 4-token prompt in one call, then one token per call.
     hidden, cache = backbone.decode_with_cache(
         tokens[:, :4], cache, cross, 0, step_weights, out_major
@@ -360,12 +366,7 @@ def test_prompt_with_one_output_matches_full_forward_pass(output_index):
     no-speech probability): that output, and a cache from which decoding goes on as
     after a full pass, against the NumPy reference."""
     backbone, sd = small_backbone()
-    inputs = small_inputs(tokens=10)
-    tokens = inputs["decoder_token_ids"]
-    audio = backbone.encode(inputs["encoder_features"])
-    reference = decode(tokens, keras.ops.convert_to_numpy(audio), sd, 4)
-    cross = backbone.cross_attention_cache(audio)
-    cache = backbone.empty_self_attention_cache(batch_size=2)
+    tokens, reference, cross, cache = ten_tokens_against_reference(backbone, sd)
     index = keras.ops.convert_to_tensor(output_index, "int32")
     hidden, cache = backbone.decode_with_cache(tokens[:, :6], cache, cross, 0, output_index=index)
     assert tuple(hidden.shape) == (2, 1, backbone.hidden_dim)
